@@ -1,0 +1,28 @@
+/* checkpoint.h - a policy checkpoint folder a Hugging Face user recognises.
+ *
+ *   DIR/config.json        model_config_save (architectures: ["LlamaForCausalLM"])
+ *   DIR/model.safetensors  every parameter under its Hugging Face name, F32
+ *                          (lm_head.weight omitted when tied)
+ *   DIR/tokenizer.json     the built-in tokenizer, when one is given
+ *
+ * Loading accepts F32/F16/BF16 tensors and a folder without tokenizer.json. Every tensor the
+ * config implies must be present with the right shape; a missing, extra-shaped or unknown
+ * tensor is refused with a message that names it.
+ */
+#ifndef COHORT_CHECKPOINT_H
+#define COHORT_CHECKPOINT_H
+
+#include "err.h"
+#include "model.h"
+#include "tokenizer.h"
+
+#define CKPT_CONFIG "config.json"
+#define CKPT_WEIGHTS "model.safetensors"
+
+/* Create dir if needed and write the three files, each atomically. tok may be NULL. */
+int ckpt_save(const char *dir, const model *m, const tokenizer *tok, coh_err *err);
+/* Load config + weights; *tok_out (if tok_out non-NULL) is NULL when the folder has no
+ * tokenizer.json. On failure *m_out is NULL. */
+int ckpt_load(const char *dir, model **m_out, tokenizer **tok_out, coh_err *err);
+
+#endif

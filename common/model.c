@@ -1,0 +1,536 @@
+/* model.c - Llama-style transformer: parameter table, batched forward and backward.
+ *
+ * Notation: B sequences of T positions, N = B*T rows; D model dim, F MLP dim, H heads,
+ * KVH key/value heads, hd = D / H head dim, V vocabulary. All matrices row-major.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "linalg.h"
+#include "model_internal.h"
+#include "rng.h"
+
+struct model {
+    model_config c;
+    size_t n_params;
+    float *params;
+    int n_tensors;
+    model_tensor *tensors;
+    model__layer *layers;
+    size_t off_embed, off_norm, off_head;
+    float *rope_cos, *rope_sin; /* [max_seq, hd/2] */
+};
+
+/* Per-layer saved activations. */
+typedef struct ws_layer {
+    float *x;      /* [N, D]   input of the layer (residual stream) */
+    float *rstd1;  /* [N] */
+    float *xn1;    /* [N, D] */
+    float *q;      /* [N, H*hd]   after RoPE */
+    float *k;      /* [N, KVH*hd] after RoPE */
+    float *v;      /* [N, KVH*hd] */
+    float *att;    /* [B, H, T, T] softmax probabilities (upper triangle 0) */
+    float *ao;     /* [N, H*hd]  attention output before o_proj */
+    float *xmid;   /* [N, D]     residual after attention */
+    float *rstd2;  /* [N] */
+    float *xn2;    /* [N, D] */
+    float *gate;   /* [N, F] */
+    float *up;     /* [N, F] */
+    float *hact;   /* [N, F]     silu(gate) * up */
+} ws_layer;
+
+struct model_ws {
+    int max_B, max_T;
+    int B, T;       /* shape of the last forward (0 before any) */
+    int *tokens;    /* [max_B * max_T] copy of the last forward's tokens */
+    ws_layer *layer;
+    float *xout;    /* [N, D] residual after the last layer */
+    float *rstdf;   /* [N] */
+    float *xnf;     /* [N, D] */
+    float *logits;  /* [N, V] */
+    float *dlogits; /* [N, V] */
+    /* backward scratch */
+    float *dres, *dxn, *dq, *dk, *dv, *dao, *dS, *dgate, *dup;
+    float *slab;
+};
+
+/* ---- configuration helpers -------------------------------------------------------------- */
+
+const model_config *model_get_config(const model *m) { return &m->c; }
+size_t model_num_params(const model *m) { return m->n_params; }
+float *model_params(model *m) { return m->params; }
+const float *model_params_const(const model *m) { return m->params; }
+int model_num_tensors(const model *m) { return m->n_tensors; }
+
+const model_tensor *model_tensor_at(const model *m, int i)
+{
+    return (i >= 0 && i < m->n_tensors) ? &m->tensors[i] : NULL;
+}
+
+const model_tensor *model_find_tensor(const model *m, const char *name)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0)
+            return &m->tensors[i];
+    return NULL;
+}
+
+const model__layer *model__layers(const model *m) { return m->layers; }
+size_t model__off_embed(const model *m) { return m->off_embed; }
+size_t model__off_norm(const model *m) { return m->off_norm; }
+size_t model__off_head(const model *m) { return m->off_head; }
+const float *model__rope_cos(const model *m) { return m->rope_cos; }
+const float *model__rope_sin(const model *m) { return m->rope_sin; }
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+static size_t add_tensor(model *m, const char *name, int ndim, int s0, int s1)
+{
+    model_tensor *t = &m->tensors[m->n_tensors++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->shape[0] = s0;
+    t->shape[1] = ndim == 2 ? s1 : 0;
+    t->numel = (size_t)s0 * (size_t)(ndim == 2 ? s1 : 1);
+    t->offset = m->n_params;
+    m->n_params += t->numel;
+    return t->offset;
+}
+
+int model_create(const model_config *c, model **out, coh_err *err)
+{
+    *out = NULL;
+    int rc = model_config_validate(c, err);
+    if (rc)
+        return rc;
+    model *m = calloc(1, sizeof *m);
+    if (!m)
+        return coh_fail(err, COH_ENOMEM, "model_create: out of memory");
+    m->c = *c;
+    int L = c->n_layers, D = c->dim, F = c->hidden_dim, V = c->vocab_size;
+    int hd = D / c->n_heads, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    m->tensors = calloc((size_t)(9 * L + 3), sizeof *m->tensors);
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    if (!m->tensors || !m->layers)
+        goto fail_nomem;
+
+    char name[MODEL_NAME_MAX];
+    m->off_embed = add_tensor(m, "model.embed_tokens.weight", 2, V, D);
+    for (int l = 0; l < L; l++) {
+        model__layer *ly = &m->layers[l];
+#define LAYER_TENSOR(field, suffix, nd, a, b)                                   \
+    snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);               \
+    ly->field = add_tensor(m, name, nd, a, b)
+        LAYER_TENSOR(attn_norm, "input_layernorm.weight", 1, D, 0);
+        LAYER_TENSOR(wq, "self_attn.q_proj.weight", 2, qd, D);
+        LAYER_TENSOR(wk, "self_attn.k_proj.weight", 2, kvd, D);
+        LAYER_TENSOR(wv, "self_attn.v_proj.weight", 2, kvd, D);
+        LAYER_TENSOR(wo, "self_attn.o_proj.weight", 2, D, qd);
+        LAYER_TENSOR(mlp_norm, "post_attention_layernorm.weight", 1, D, 0);
+        LAYER_TENSOR(gate, "mlp.gate_proj.weight", 2, F, D);
+        LAYER_TENSOR(up, "mlp.up_proj.weight", 2, F, D);
+        LAYER_TENSOR(down, "mlp.down_proj.weight", 2, D, F);
+#undef LAYER_TENSOR
+    }
+    m->off_norm = add_tensor(m, "model.norm.weight", 1, D, 0);
+    m->off_head = c->tie_embeddings ? m->off_embed : add_tensor(m, "lm_head.weight", 2, V, D);
+
+    m->params = calloc(m->n_params, sizeof(float));
+    int half = hd / 2;
+    m->rope_cos = malloc((size_t)c->max_seq * (size_t)half * sizeof(float));
+    m->rope_sin = malloc((size_t)c->max_seq * (size_t)half * sizeof(float));
+    if (!m->params || !m->rope_cos || !m->rope_sin)
+        goto fail_nomem;
+    /* Hugging Face: inv_freq[i] = theta^(-2i / hd), angle = pos * inv_freq[i]. */
+    for (int p = 0; p < c->max_seq; p++)
+        for (int i = 0; i < half; i++) {
+            double inv = pow((double)c->rope_theta, -2.0 * i / (double)hd);
+            double a = (double)p * inv;
+            m->rope_cos[(size_t)p * half + i] = (float)cos(a);
+            m->rope_sin[(size_t)p * half + i] = (float)sin(a);
+        }
+    *out = m;
+    return COH_OK;
+
+fail_nomem:
+    model_destroy(m);
+    return coh_fail(err, COH_ENOMEM, "model_create: out of memory for %d layers x dim %d",
+                    c->n_layers, c->dim);
+}
+
+void model_destroy(model *m)
+{
+    if (!m)
+        return;
+    free(m->params);
+    free(m->tensors);
+    free(m->layers);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    free(m);
+}
+
+void model_init_random(model *m, uint64_t seed)
+{
+    rng r;
+    rng_init(&r, seed);
+    double out_scale = 1.0 / sqrt(2.0 * m->c.n_layers);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const model_tensor *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        if (t->ndim == 1) {
+            for (size_t j = 0; j < t->numel; j++)
+                p[j] = 1.0f;
+            continue;
+        }
+        double sd = 0.02;
+        if (strstr(t->name, "o_proj") || strstr(t->name, "down_proj"))
+            sd *= out_scale;
+        for (size_t j = 0; j < t->numel; j++)
+            p[j] = (float)(sd * rng_normal(&r));
+    }
+}
+
+int model_clone(const model *m, model **out, coh_err *err)
+{
+    int rc = model_create(&m->c, out, err);
+    if (rc)
+        return rc;
+    memcpy((*out)->params, m->params, m->n_params * sizeof(float));
+    return COH_OK;
+}
+
+/* ---- workspace ---------------------------------------------------------------------------- */
+
+int model_ws_create(const model *m, int max_B, int max_T, model_ws **out, coh_err *err)
+{
+    *out = NULL;
+    const model_config *c = &m->c;
+    if (max_B <= 0 || max_T <= 0 || max_T > c->max_seq)
+        return coh_fail(err, COH_EINVAL,
+                        "workspace for %d sequences of %d tokens: need at least 1 of each and at "
+                        "most max_position_embeddings = %d tokens",
+                        max_B, max_T, c->max_seq);
+    size_t N = (size_t)max_B * (size_t)max_T, D = (size_t)c->dim, F = (size_t)c->hidden_dim;
+    size_t hd = D / (size_t)c->n_heads, qd = (size_t)c->n_heads * hd,
+           kvd = (size_t)c->n_kv_heads * hd, V = (size_t)c->vocab_size;
+    size_t att = (size_t)max_B * (size_t)c->n_heads * (size_t)max_T * (size_t)max_T;
+    size_t per_layer = N * (4 * D + qd + 2 * kvd + qd + 3 * F + 2) + att;
+    size_t total = per_layer * (size_t)c->n_layers + N * (2 * D + 1 + 2 * V) +
+                   /* scratch */ N * (2 * D + 2 * qd + 2 * kvd + 2 * F) + (size_t)max_T * max_T;
+    model_ws *ws = calloc(1, sizeof *ws);
+    if (!ws)
+        return coh_fail(err, COH_ENOMEM, "model_ws_create: out of memory");
+    ws->max_B = max_B;
+    ws->max_T = max_T;
+    ws->layer = calloc((size_t)c->n_layers, sizeof *ws->layer);
+    ws->tokens = calloc(N, sizeof(int));
+    ws->slab = malloc(total * sizeof(float));
+    if (!ws->layer || !ws->tokens || !ws->slab) {
+        model_ws_destroy(ws);
+        return coh_fail(err, COH_ENOMEM,
+                        "model_ws_create: cannot allocate %.1f MB of activations for %d x %d "
+                        "tokens; use a smaller batch",
+                        (double)total * 4.0 / 1e6, max_B, max_T);
+    }
+    float *p = ws->slab;
+#define TAKE(dst, n) (dst = p, p += (n))
+    for (int l = 0; l < c->n_layers; l++) {
+        ws_layer *ly = &ws->layer[l];
+        TAKE(ly->x, N * D);
+        TAKE(ly->rstd1, N);
+        TAKE(ly->xn1, N * D);
+        TAKE(ly->q, N * qd);
+        TAKE(ly->k, N * kvd);
+        TAKE(ly->v, N * kvd);
+        TAKE(ly->att, att);
+        TAKE(ly->ao, N * qd);
+        TAKE(ly->xmid, N * D);
+        TAKE(ly->rstd2, N);
+        TAKE(ly->xn2, N * D);
+        TAKE(ly->gate, N * F);
+        TAKE(ly->up, N * F);
+        TAKE(ly->hact, N * F);
+    }
+    TAKE(ws->xout, N * D);
+    TAKE(ws->rstdf, N);
+    TAKE(ws->xnf, N * D);
+    TAKE(ws->logits, N * V);
+    TAKE(ws->dlogits, N * V);
+    TAKE(ws->dres, N * D);
+    TAKE(ws->dxn, N * D);
+    TAKE(ws->dq, N * qd);
+    TAKE(ws->dao, N * qd);
+    TAKE(ws->dk, N * kvd);
+    TAKE(ws->dv, N * kvd);
+    TAKE(ws->dgate, N * F);
+    TAKE(ws->dup, N * F);
+    TAKE(ws->dS, (size_t)max_T * max_T);
+#undef TAKE
+    *out = ws;
+    return COH_OK;
+}
+
+void model_ws_destroy(model_ws *ws)
+{
+    if (!ws)
+        return;
+    free(ws->layer);
+    free(ws->tokens);
+    free(ws->slab);
+    free(ws);
+}
+
+float *model_ws_logits(model_ws *ws) { return ws->logits; }
+float *model_ws_dlogits(model_ws *ws) { return ws->dlogits; }
+const float *model__ws_k(const model_ws *ws, int l) { return ws->layer[l].k; }
+const float *model__ws_v(const model_ws *ws, int l) { return ws->layer[l].v; }
+
+/* ---- kernels ------------------------------------------------------------------------------ */
+
+void model__rmsnorm(float *out, float *rstd, const float *x, const float *w, int N, int D, float eps)
+{
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * D;
+        float *o = out + (size_t)n * D;
+        double ss = 0.0;
+        for (int i = 0; i < D; i++)
+            ss += (double)xr[i] * xr[i];
+        float r = (float)(1.0 / sqrt(ss / D + (double)eps));
+        if (rstd)
+            rstd[n] = r;
+        for (int i = 0; i < D; i++)
+            o[i] = xr[i] * r * w[i];
+    }
+}
+
+/* dx[N, D] += backward of out = x * rstd * w; dw[D] += sum over rows of dout * x * rstd. */
+static void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x,
+                             const float *w, const float *rstd, int N, int D)
+{
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * D, *dy = dout + (size_t)n * D;
+        float *dxr = dx + (size_t)n * D;
+        double r = rstd[n], dot = 0.0;
+        for (int i = 0; i < D; i++) {
+            dot += (double)dy[i] * w[i] * xr[i];
+            dw[i] += (float)(dy[i] * xr[i] * r);
+        }
+        double k = dot * r * r * r / D;
+        for (int i = 0; i < D; i++)
+            dxr[i] += (float)(r * dy[i] * w[i] - k * xr[i]);
+    }
+}
+
+void model__rope(float *x, int N, int T, int pos0, int nh, int hd, const float *cos_t,
+                 const float *sin_t, int inverse)
+{
+    int half = hd / 2;
+    for (int n = 0; n < N; n++) {
+        int pos = pos0 + n % T;
+        const float *cs = cos_t + (size_t)pos * half, *sn = sin_t + (size_t)pos * half;
+        for (int h = 0; h < nh; h++) {
+            float *v = x + (size_t)n * nh * hd + (size_t)h * hd;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                float s = inverse ? -sn[i] : sn[i];
+                v[i] = a * cs[i] - b * s;
+                v[i + half] = b * cs[i] + a * s;
+            }
+        }
+    }
+}
+
+static float silu(float g) { return g / (1.0f + expf(-g)); }
+
+/* ---- forward ------------------------------------------------------------------------------ */
+
+int model_forward(const model *m, model_ws *ws, const int *tokens, int B, int T, coh_err *err)
+{
+    const model_config *c = &m->c;
+    if (B <= 0 || T <= 0 || B > ws->max_B || T > ws->max_T)
+        return coh_fail(err, COH_ESHAPE,
+                        "forward over %d x %d tokens, but the workspace holds at most %d x %d",
+                        B, T, ws->max_B, ws->max_T);
+    int N = B * T, D = c->dim, F = c->hidden_dim, V = c->vocab_size, H = c->n_heads,
+        KVH = c->n_kv_heads, hd = D / H, qd = H * hd, kvd = KVH * hd, grp = H / KVH;
+    for (int i = 0; i < N; i++)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return coh_fail(err, COH_ERANGE,
+                            "token id %d at sequence %d position %d is outside the vocabulary "
+                            "[0, %d)",
+                            tokens[i], i / T, i % T, V);
+    ws->B = B;
+    ws->T = T;
+    memcpy(ws->tokens, tokens, (size_t)N * sizeof(int));
+    const float *P = m->params;
+    float scale = 1.0f / sqrtf((float)hd);
+
+    float *x0 = c->n_layers > 0 ? ws->layer[0].x : ws->xout;
+    for (int i = 0; i < N; i++)
+        memcpy(x0 + (size_t)i * D, P + m->off_embed + (size_t)tokens[i] * D, (size_t)D * sizeof(float));
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const model__layer *W = &m->layers[l];
+        ws_layer *a = &ws->layer[l];
+        float *xnext = l + 1 < c->n_layers ? ws->layer[l + 1].x : ws->xout;
+
+        model__rmsnorm(a->xn1, a->rstd1, a->x, P + W->attn_norm, N, D, c->rms_eps);
+        la_linear(a->q, a->xn1, P + W->wq, N, D, qd, 0);
+        la_linear(a->k, a->xn1, P + W->wk, N, D, kvd, 0);
+        la_linear(a->v, a->xn1, P + W->wv, N, D, kvd, 0);
+        model__rope(a->q, N, T, 0, H, hd, m->rope_cos, m->rope_sin, 0);
+        model__rope(a->k, N, T, 0, KVH, hd, m->rope_cos, m->rope_sin, 0);
+
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++) {
+                int kh = h / grp;
+                float *S = a->att + ((size_t)b * H + h) * T * T;
+                const float *q = a->q + (size_t)b * T * qd + (size_t)h * hd;
+                const float *k = a->k + (size_t)b * T * kvd + (size_t)kh * hd;
+                const float *v = a->v + (size_t)b * T * kvd + (size_t)kh * hd;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, qd, k,
+                            kvd, 0.0f, S, T);
+                for (int i = 0; i < T; i++) {
+                    float *row = S + (size_t)i * T;
+                    float mx = row[0];
+                    for (int j = 1; j <= i; j++)
+                        if (row[j] > mx)
+                            mx = row[j];
+                    double sum = 0.0;
+                    for (int j = 0; j <= i; j++) {
+                        row[j] = expf(row[j] - mx);
+                        sum += row[j];
+                    }
+                    float inv = (float)(1.0 / sum);
+                    for (int j = 0; j <= i; j++)
+                        row[j] *= inv;
+                    for (int j = i + 1; j < T; j++)
+                        row[j] = 0.0f;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, S, T, v,
+                            kvd, 0.0f, a->ao + (size_t)b * T * qd + (size_t)h * hd, qd);
+            }
+        memcpy(a->xmid, a->x, (size_t)N * D * sizeof(float));
+        la_linear(a->xmid, a->ao, P + W->wo, N, qd, D, 1);
+
+        model__rmsnorm(a->xn2, a->rstd2, a->xmid, P + W->mlp_norm, N, D, c->rms_eps);
+        la_linear(a->gate, a->xn2, P + W->gate, N, D, F, 0);
+        la_linear(a->up, a->xn2, P + W->up, N, D, F, 0);
+        for (size_t i = 0; i < (size_t)N * F; i++)
+            a->hact[i] = silu(a->gate[i]) * a->up[i];
+        memcpy(xnext, a->xmid, (size_t)N * D * sizeof(float));
+        la_linear(xnext, a->hact, P + W->down, N, F, D, 1);
+    }
+    model__rmsnorm(ws->xnf, ws->rstdf, ws->xout, P + m->off_norm, N, D, c->rms_eps);
+    la_linear(ws->logits, ws->xnf, P + m->off_head, N, D, V, 0);
+    return COH_OK;
+}
+
+/* ---- backward ----------------------------------------------------------------------------- */
+
+int model_backward(const model *m, model_ws *ws, const float *dlogits, float *grads, coh_err *err)
+{
+    const model_config *c = &m->c;
+    int B = ws->B, T = ws->T;
+    if (B <= 0)
+        return coh_fail(err, COH_ESTATE, "model_backward called before model_forward");
+    int N = B * T, D = c->dim, F = c->hidden_dim, V = c->vocab_size, H = c->n_heads,
+        KVH = c->n_kv_heads, hd = D / H, qd = H * hd, kvd = KVH * hd, grp = H / KVH;
+    const float *P = m->params;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *dres = ws->dres, *dxn = ws->dxn;
+
+    /* lm_head and final norm */
+    la_linear_dw(grads + m->off_head, dlogits, ws->xnf, N, D, V);
+    la_linear_dx(dxn, dlogits, P + m->off_head, N, D, V, 0);
+    memset(dres, 0, (size_t)N * D * sizeof(float));
+    rmsnorm_backward(dres, grads + m->off_norm, dxn, ws->xout, P + m->off_norm, ws->rstdf, N, D);
+
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        const model__layer *W = &m->layers[l];
+        ws_layer *a = &ws->layer[l];
+
+        /* MLP: xnext = xmid + down(hact); dres is d/dxnext and stays as the residual part */
+        la_linear_dw(grads + W->down, dres, a->hact, N, F, D);
+        float *dh = ws->dgate; /* reuse: dh then dgate in place */
+        la_linear_dx(dh, dres, P + W->down, N, F, D, 0);
+        for (size_t i = 0; i < (size_t)N * F; i++) {
+            float g = a->gate[i];
+            float s = 1.0f / (1.0f + expf(-g));
+            float sl = g * s;
+            ws->dup[i] = dh[i] * sl;
+            ws->dgate[i] = dh[i] * a->up[i] * (s * (1.0f + g * (1.0f - s)));
+        }
+        la_linear_dw(grads + W->gate, ws->dgate, a->xn2, N, D, F);
+        la_linear_dw(grads + W->up, ws->dup, a->xn2, N, D, F);
+        la_linear_dx(dxn, ws->dgate, P + W->gate, N, D, F, 0);
+        la_linear_dx(dxn, ws->dup, P + W->up, N, D, F, 1);
+        rmsnorm_backward(dres, grads + W->mlp_norm, dxn, a->xmid, P + W->mlp_norm, a->rstd2, N, D);
+
+        /* attention: xmid = x + o_proj(ao); dres is now d/dxmid */
+        la_linear_dw(grads + W->wo, dres, a->ao, N, qd, D);
+        la_linear_dx(ws->dao, dres, P + W->wo, N, qd, D, 0);
+        memset(ws->dk, 0, (size_t)N * kvd * sizeof(float));
+        memset(ws->dv, 0, (size_t)N * kvd * sizeof(float));
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++) {
+                int kh = h / grp;
+                const float *S = a->att + ((size_t)b * H + h) * T * T;
+                const float *q = a->q + (size_t)b * T * qd + (size_t)h * hd;
+                const float *k = a->k + (size_t)b * T * kvd + (size_t)kh * hd;
+                const float *v = a->v + (size_t)b * T * kvd + (size_t)kh * hd;
+                const float *dO = ws->dao + (size_t)b * T * qd + (size_t)h * hd;
+                float *dq = ws->dq + (size_t)b * T * qd + (size_t)h * hd;
+                float *dk = ws->dk + (size_t)b * T * kvd + (size_t)kh * hd;
+                float *dv = ws->dv + (size_t)b * T * kvd + (size_t)kh * hd;
+                float *dS = ws->dS;
+                /* dP = dO V^T ; dV += P^T dO */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, qd, v,
+                            kvd, 0.0f, dS, T);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, S, T, dO, qd,
+                            1.0f, dv, kvd);
+                /* softmax backward: dS = P * (dP - sum_j P dP) */
+                for (int i = 0; i < T; i++) {
+                    const float *pr = S + (size_t)i * T;
+                    float *dr = dS + (size_t)i * T;
+                    double dot = 0.0;
+                    for (int j = 0; j <= i; j++)
+                        dot += (double)pr[j] * dr[j];
+                    for (int j = 0; j <= i; j++)
+                        dr[j] = pr[j] * (dr[j] - (float)dot);
+                    for (int j = i + 1; j < T; j++)
+                        dr[j] = 0.0f;
+                }
+                /* dQ = scale dS K ; dK += scale dS^T Q */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dS, T, k,
+                            kvd, 0.0f, dq, qd);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dS, T, q, qd,
+                            1.0f, dk, kvd);
+            }
+        model__rope(ws->dq, N, T, 0, H, hd, m->rope_cos, m->rope_sin, 1);
+        model__rope(ws->dk, N, T, 0, KVH, hd, m->rope_cos, m->rope_sin, 1);
+        la_linear_dw(grads + W->wq, ws->dq, a->xn1, N, D, qd);
+        la_linear_dw(grads + W->wk, ws->dk, a->xn1, N, D, kvd);
+        la_linear_dw(grads + W->wv, ws->dv, a->xn1, N, D, kvd);
+        la_linear_dx(dxn, ws->dq, P + W->wq, N, D, qd, 0);
+        la_linear_dx(dxn, ws->dk, P + W->wk, N, D, kvd, 1);
+        la_linear_dx(dxn, ws->dv, P + W->wv, N, D, kvd, 1);
+        rmsnorm_backward(dres, grads + W->attn_norm, dxn, a->x, P + W->attn_norm, a->rstd1, N, D);
+    }
+    /* embedding: scatter-add (tied heads accumulate into the same rows) */
+    float *gE = grads + m->off_embed;
+    for (int i = 0; i < N; i++) {
+        float *g = gE + (size_t)ws->tokens[i] * D;
+        const float *d = dres + (size_t)i * D;
+        for (int j = 0; j < D; j++)
+            g[j] += d[j];
+    }
+    return COH_OK;
+}

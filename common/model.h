@@ -1,0 +1,109 @@
+/* model.h - the Llama-style decoder-only policy: parameters, batched forward and backward.
+ *
+ * Architecture (DESIGN.md): token embedding; per layer RMSNorm -> causal grouped-query
+ * self-attention with rotary embeddings (Hugging Face rotate_half, non-interleaved), no biases
+ * -> residual; RMSNorm -> SwiGLU MLP down(silu(gate(x)) * up(x)) -> residual; final RMSNorm;
+ * lm_head (optionally tied to the embedding). Linear weights are stored as Hugging Face does,
+ * [out_features, in_features], so y = x W^T.
+ *
+ * Memory: all parameters live in one float slab (model_params); each named tensor is a view
+ * at a fixed offset. A gradient slab of the same size uses the same offsets, so
+ * grads + tensor->offset is the gradient of that tensor.
+ *
+ * Batches: B sequences padded to a common length T, tokens row-major [B, T]. Every sequence
+ * starts at position 0. Attention is causal, so padding after a sequence's end never changes
+ * its logits; callers simply ignore the padded positions.
+ *
+ * Threads: every matrix product goes through OpenBLAS; this module starts no threads.
+ */
+#ifndef COHORT_MODEL_H
+#define COHORT_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+/* ---- configuration ----------------------------------------------------------------- */
+
+typedef struct model_config {
+    int vocab_size;        /* V */
+    int dim;               /* D, hidden_size */
+    int hidden_dim;        /* F, intermediate_size */
+    int n_layers;          /* L, num_hidden_layers */
+    int n_heads;           /* H, num_attention_heads; head_dim = D / H */
+    int n_kv_heads;        /* KVH, num_key_value_heads; H % KVH == 0 */
+    int max_seq;           /* max_position_embeddings */
+    int tie_embeddings;    /* tie_word_embeddings: lm_head shares model.embed_tokens.weight */
+    float rms_eps;         /* rms_norm_eps */
+    float rope_theta;      /* rope_theta */
+} model_config;
+
+/* A config with the defaults of a small built-in policy (dim 64, 2 layers, 4 heads, ...). */
+model_config model_config_default(int vocab_size);
+/* Check every field; on failure err says which field and what range is allowed. */
+int model_config_validate(const model_config *c, coh_err *err);
+/* Read / write the Hugging Face config.json fields listed in DESIGN.md.
+ * Reading accepts files written elsewhere (extra keys are ignored; missing optional keys
+ * take Llama defaults: n_kv_heads = n_heads, rms_norm_eps 1e-6, rope_theta 10000,
+ * tie_word_embeddings false). Writing is atomic (temp file, fsync, rename). */
+int model_config_load(const char *path, model_config *out, coh_err *err);
+int model_config_save(const char *path, const model_config *c, coh_err *err);
+
+/* ---- parameters -------------------------------------------------------------------- */
+
+#define MODEL_NAME_MAX 96
+
+typedef struct model_tensor {
+    char name[MODEL_NAME_MAX]; /* Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight" */
+    int ndim;                  /* 1 or 2 */
+    int shape[2];              /* [out, in] for matrices, [n] for norms */
+    size_t numel;
+    size_t offset;             /* offset in floats into the parameter (and gradient) slab */
+} model_tensor;
+
+typedef struct model model; /* opaque */
+
+/* Create a model with all parameters zero. *out is NULL on failure. */
+int model_create(const model_config *c, model **out, coh_err *err);
+/* Free everything; NULL is fine. */
+void model_destroy(model *m);
+/* Deterministic random initialisation: matrices N(0, 0.02) (output projections scaled by
+ * 1/sqrt(2L)), norm weights 1. */
+void model_init_random(model *m, uint64_t seed);
+/* A deep copy (for the frozen reference policy). */
+int model_clone(const model *m, model **out, coh_err *err);
+
+const model_config *model_get_config(const model *m);
+size_t model_num_params(const model *m);
+float *model_params(model *m);
+const float *model_params_const(const model *m);
+int model_num_tensors(const model *m);
+const model_tensor *model_tensor_at(const model *m, int i);
+/* NULL if no tensor has that name. */
+const model_tensor *model_find_tensor(const model *m, const char *name);
+
+/* ---- batched forward / backward -------------------------------------------------------- */
+
+/* Activation workspace for batches of up to max_B sequences of up to max_T tokens.
+ * Reused across steps; never reallocated inside forward/backward. */
+typedef struct model_ws model_ws;
+
+int model_ws_create(const model *m, int max_B, int max_T, model_ws **out, coh_err *err);
+void model_ws_destroy(model_ws *ws);
+
+/* Forward over tokens [B, T] (row-major, ids in [0, V)). Returns COH_EINVAL / COH_ERANGE with
+ * a message for bad shapes or ids. On success model_ws_logits(ws) holds [B, T, V] logits:
+ * row (b, t) predicts token (b, t + 1). The activations needed by model_backward are kept. */
+int model_forward(const model *m, model_ws *ws, const int *tokens, int B, int T, coh_err *err);
+/* Logits of the last forward, [B, T, V]. */
+float *model_ws_logits(model_ws *ws);
+/* A [B, T, V] buffer for the caller's dL/dlogits, owned by ws. */
+float *model_ws_dlogits(model_ws *ws);
+
+/* Backward of the last forward given dL/dlogits [B, T, V] (may be model_ws_dlogits(ws)).
+ * ADDS the gradient of every parameter into grads (a slab of model_num_params floats);
+ * the caller zeroes it when it wants a fresh gradient. */
+int model_backward(const model *m, model_ws *ws, const float *dlogits, float *grads, coh_err *err);
+
+#endif

@@ -1,0 +1,45 @@
+/* sampler.h - autoregressive sampling with a KV cache.
+ *
+ * sampler_generate samples n completions of one prompt as one batch: the prompt is prefilled
+ * once and its keys/values are shared by all n rows, then the rows decode in lock step
+ * (rows that emitted EOS drop out). For every sampled token it records the log-probability
+ * under the temperature-scaled distribution softmax(logits / T) - the full distribution,
+ * before any top-k / top-p truncation - which is exactly what the learner recomputes.
+ *
+ * The sampler reads the model's parameters at call time: a model updated in place between
+ * calls is sampled with its new weights. Sampling with the same seed is reproducible.
+ */
+#ifndef COHORT_SAMPLER_H
+#define COHORT_SAMPLER_H
+
+#include "err.h"
+#include "model.h"
+#include "rng.h"
+
+typedef struct sample_params {
+    float temperature;  /* > 0; 1 = the model's distribution */
+    int top_k;          /* 0 = off */
+    float top_p;        /* 1 = off; in (0, 1] */
+    int max_new_tokens; /* > 0 */
+    int eos_id;         /* generation of a row stops after it samples this id; -1 = never */
+} sample_params;
+
+sample_params sample_params_default(void);
+
+typedef struct sampler sampler; /* opaque: KV cache and scratch for up to max_batch rows */
+
+/* Room for max_batch rows of up to max_seq positions (prompt + completion). */
+int sampler_create(const model *m, int max_batch, int max_seq, sampler **out, coh_err *err);
+void sampler_destroy(sampler *s);
+
+/* Sample n completions of prompt[0..prompt_len).
+ * OUT tokens  [n, p->max_new_tokens] sampled ids (row i valid up to len[i]),
+ * OUT logp    [n, p->max_new_tokens] log-probability of each sampled id (may be NULL),
+ * OUT entropy [n, p->max_new_tokens] entropy of each step's distribution (may be NULL),
+ * OUT len     [n] tokens generated per row, including the EOS if one was sampled.
+ * Errors: n > max_batch, prompt_len + max_new_tokens > max_seq, bad ids, bad params. */
+int sampler_generate(sampler *s, const int *prompt, int prompt_len, int n,
+                     const sample_params *p, rng *r, int *tokens, float *logp,
+                     float *entropy, int *len, coh_err *err);
+
+#endif

@@ -1,0 +1,852 @@
+/* trainer.c - single-process SFT -> RAFT -> RL training loop (see trainer.h). */
+#include "trainer.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "checkpoint.h"
+#include "fsutil.h"
+#include "rng.h"
+#include "safetensors.h"
+#include "softmax.h"
+#include "tokenizer.h"
+
+enum { PHASE_SFT, PHASE_RAFT, PHASE_RL, PHASE_DONE };
+static const char *const phase_names[] = {"sft", "raft", "rl", "done"};
+
+struct trainer {
+    trainer_config c;
+    model *policy, *ref;
+    tokenizer *tok;
+    task *task;
+    adamw *opt;
+    sampler *smp;
+    model_ws *ws;
+    rng rng;
+    long step;          /* completed optimizer steps */
+    uint64_t cursor;    /* next training item index */
+    double time_base;   /* seconds already spent before this process (resume) */
+    double t0;          /* wall clock at create */
+    FILE *metrics;
+
+    /* batch buffers, sized for max_B sequences of max_T tokens */
+    int max_B, max_T;
+    int *tokens;        /* [max_B, max_T] */
+    float *beh;         /* [max_B, max_T] behaviour log-probs per completion token */
+    float *reflp;       /* [max_B, max_T] */
+    float *adv;         /* [max_B, max_T] */
+    int *use;           /* [max_B] */
+    loss_seq *seqs;     /* [max_B] */
+    double *rewards;    /* [max_B] */
+    float *grads;       /* [n_params] */
+    /* sampling scratch for one group */
+    int *s_tok, *s_len;
+    float *s_lp;
+};
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static long total_steps(const trainer_config *c)
+{
+    return (long)c->sft_steps + c->raft_steps + c->rl_steps;
+}
+
+/* Phase of the step about to run, and its index within the phase. */
+static int phase_of(const trainer_config *c, long step, long *phase_step)
+{
+    long s = step;
+    if (s < c->sft_steps) {
+        *phase_step = s;
+        return PHASE_SFT;
+    }
+    s -= c->sft_steps;
+    if (s < c->raft_steps) {
+        *phase_step = s;
+        return PHASE_RAFT;
+    }
+    s -= c->raft_steps;
+    if (s < c->rl_steps) {
+        *phase_step = s;
+        return PHASE_RL;
+    }
+    *phase_step = 0;
+    return PHASE_DONE;
+}
+
+trainer_config trainer_config_default(void)
+{
+    trainer_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.out_dir, sizeof c.out_dir, "runs/addition");
+    snprintf(c.task, sizeof c.task, "addition");
+    c.task_cfg = task_config_default();
+    c.model = model_config_default(98);
+    c.model.max_seq = 32;
+    c.seed = 1;
+    c.sft_steps = 2000;
+    c.sft_batch = 64;
+    c.sft_lr = 3e-3f;
+    c.sft_warmup = 20;
+    c.raft_steps = 0;
+    c.raft_threshold = 1.0f;
+    c.rl_steps = 200;
+    c.prompts_per_step = 32;
+    c.group_size = 8;
+    c.rl_lr = 3e-4f;
+    c.rl_warmup = 0;
+    c.loss = loss_config_default();
+    c.optim = optim_config_default();
+    c.optim.beta2 = 0.99f;
+    c.optim.grad_clip = 1.0f;
+    c.sampling = sample_params_default();
+    c.sampling.max_new_tokens = 8;
+    c.sampling.eos_id = TOK_EOS;
+    c.loss.max_new_tokens = c.sampling.max_new_tokens;
+    c.format_weight = 0.0f;
+    c.eval_every = 50;
+    c.eval_size = 200;
+    c.ckpt_every = 100;
+    c.log_every_sft = 20;
+    return c;
+}
+
+long trainer_current_step(const trainer *t) { return t->step; }
+model *trainer_policy(trainer *t) { return t->policy; }
+
+int trainer_has_next(const trainer *t) { return t->step < total_steps(&t->c); }
+
+/* Encode <bos> + text into ids; returns count or a negative code. */
+static int encode_prompt(const trainer *t, const char *text, int *ids, int cap, coh_err *err)
+{
+    int n = 0;
+    ids[0] = TOK_BOS;
+    int rc = tok_encode(t->tok, text, ids + 1, cap - 1, &n, err);
+    return rc ? rc : n + 1;
+}
+
+/* ---- settings record ------------------------------------------------------------------------ */
+
+/* The algorithm settings, recorded in checkpoints and at the head of the metrics file. */
+static cJSON *settings_json(const trainer_config *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "task", c->task);
+    cJSON_AddStringToObject(o, "estimator", loss_estimator_name(c->loss.estimator));
+    cJSON_AddStringToObject(o, "kl_estimator", "k3");
+    cJSON_AddStringToObject(o, "kl_placement",
+                            c->loss.estimator == EST_REINFORCE_PP ? "reward" : "loss");
+    cJSON_AddStringToObject(o, "aggregation", loss_aggregation_name(c->loss.aggregation));
+    cJSON_AddNumberToObject(o, "eps_low", c->loss.eps_low);
+    cJSON_AddNumberToObject(o, "eps_high", c->loss.eps_high);
+    cJSON_AddNumberToObject(o, "beta", c->loss.beta);
+    cJSON_AddNumberToObject(o, "entropy_coef", c->loss.entropy_coef);
+    cJSON_AddNumberToObject(o, "temperature", c->loss.temperature);
+    cJSON_AddNumberToObject(o, "max_new_tokens", c->sampling.max_new_tokens);
+    cJSON_AddBoolToObject(o, "drop_zero_signal", c->loss.drop_zero_signal);
+    cJSON_AddNumberToObject(o, "sft_steps", c->sft_steps);
+    cJSON_AddNumberToObject(o, "sft_batch", c->sft_batch);
+    cJSON_AddNumberToObject(o, "sft_lr", c->sft_lr);
+    cJSON_AddNumberToObject(o, "raft_steps", c->raft_steps);
+    cJSON_AddNumberToObject(o, "raft_threshold", c->raft_threshold);
+    cJSON_AddNumberToObject(o, "rl_steps", c->rl_steps);
+    cJSON_AddNumberToObject(o, "rl_lr", c->rl_lr);
+    cJSON_AddNumberToObject(o, "prompts_per_step", c->prompts_per_step);
+    cJSON_AddNumberToObject(o, "group_size", c->group_size);
+    cJSON_AddNumberToObject(o, "weight_decay", c->optim.weight_decay);
+    cJSON_AddNumberToObject(o, "grad_clip", c->optim.grad_clip);
+    cJSON_AddNumberToObject(o, "adam_beta1", c->optim.beta1);
+    cJSON_AddNumberToObject(o, "adam_beta2", c->optim.beta2);
+    cJSON_AddStringToObject(o, "lr_schedule", optim_schedule_name(c->optim.schedule));
+    cJSON_AddNumberToObject(o, "seed", (double)c->seed);
+    return o;
+}
+
+/* Restore algorithm settings recorded in a checkpoint (step counts are the caller's). */
+static int settings_apply(trainer_config *c, const cJSON *o, coh_err *err)
+{
+#define NUM(key, dst)                                                              \
+    do {                                                                           \
+        const cJSON *it_ = cJSON_GetObjectItemCaseSensitive(o, key);               \
+        if (cJSON_IsNumber(it_))                                                   \
+            dst = it_->valuedouble;                                                \
+    } while (0)
+    const cJSON *s;
+    int rc;
+    s = cJSON_GetObjectItemCaseSensitive(o, "estimator");
+    if (cJSON_IsString(s) && (rc = loss_parse_estimator(s->valuestring, &c->loss.estimator, err)))
+        return rc;
+    s = cJSON_GetObjectItemCaseSensitive(o, "aggregation");
+    if (cJSON_IsString(s) &&
+        (rc = loss_parse_aggregation(s->valuestring, &c->loss.aggregation, err)))
+        return rc;
+    s = cJSON_GetObjectItemCaseSensitive(o, "lr_schedule");
+    if (cJSON_IsString(s) && (rc = optim_parse_schedule(s->valuestring, &c->optim.schedule, err)))
+        return rc;
+    s = cJSON_GetObjectItemCaseSensitive(o, "task");
+    if (cJSON_IsString(s))
+        snprintf(c->task, sizeof c->task, "%s", s->valuestring);
+    double v;
+    v = c->loss.eps_low; NUM("eps_low", v); c->loss.eps_low = (float)v;
+    v = c->loss.eps_high; NUM("eps_high", v); c->loss.eps_high = (float)v;
+    v = c->loss.beta; NUM("beta", v); c->loss.beta = (float)v;
+    v = c->loss.entropy_coef; NUM("entropy_coef", v); c->loss.entropy_coef = (float)v;
+    v = c->loss.temperature; NUM("temperature", v); c->loss.temperature = (float)v;
+    v = c->sampling.max_new_tokens; NUM("max_new_tokens", v); c->sampling.max_new_tokens = (int)v;
+    v = c->sft_batch; NUM("sft_batch", v); c->sft_batch = (int)v;
+    v = c->sft_lr; NUM("sft_lr", v); c->sft_lr = (float)v;
+    v = c->raft_threshold; NUM("raft_threshold", v); c->raft_threshold = (float)v;
+    v = c->rl_lr; NUM("rl_lr", v); c->rl_lr = (float)v;
+    v = c->prompts_per_step; NUM("prompts_per_step", v); c->prompts_per_step = (int)v;
+    v = c->group_size; NUM("group_size", v); c->group_size = (int)v;
+    v = c->optim.weight_decay; NUM("weight_decay", v); c->optim.weight_decay = (float)v;
+    v = c->optim.grad_clip; NUM("grad_clip", v); c->optim.grad_clip = (float)v;
+    v = c->optim.beta1; NUM("adam_beta1", v); c->optim.beta1 = (float)v;
+    v = c->optim.beta2; NUM("adam_beta2", v); c->optim.beta2 = (float)v;
+    v = (double)c->seed; NUM("seed", v); c->seed = (uint64_t)v;
+    s = cJSON_GetObjectItemCaseSensitive(o, "drop_zero_signal");
+    if (cJSON_IsBool(s))
+        c->loss.drop_zero_signal = cJSON_IsTrue(s);
+    /* the completed phases must keep their lengths for the step -> phase mapping */
+    v = c->sft_steps; NUM("sft_steps", v); if ((int)v > c->sft_steps) c->sft_steps = (int)v;
+    v = c->raft_steps; NUM("raft_steps", v); if ((int)v > c->raft_steps) c->raft_steps = (int)v;
+#undef NUM
+    c->sampling.temperature = c->loss.temperature;
+    c->loss.max_new_tokens = c->sampling.max_new_tokens;
+    return COH_OK;
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+static int optimizer_create(trainer *t, coh_err *err)
+{
+    int n = model_num_tensors(t->policy);
+    optim_segment *segs = calloc((size_t)n, sizeof *segs);
+    if (!segs)
+        return coh_fail(err, COH_ENOMEM, "optimizer: out of memory");
+    for (int i = 0; i < n; i++) {
+        const model_tensor *mt = model_tensor_at(t->policy, i);
+        segs[i].offset = mt->offset;
+        segs[i].n = mt->numel;
+        segs[i].decay = mt->ndim == 2; /* no decay on norm weights */
+    }
+    int rc = adamw_create(model_num_params(t->policy), segs, n, &t->opt, err);
+    free(segs);
+    return rc;
+}
+
+static int buffers_create(trainer *t, coh_err *err)
+{
+    const trainer_config *c = &t->c;
+    const model_config *mc = model_get_config(t->policy);
+    int B = c->sft_batch;
+    if (c->prompts_per_step * c->group_size > B)
+        B = c->prompts_per_step * c->group_size;
+    t->max_B = B;
+    t->max_T = mc->max_seq;
+    size_t BT = (size_t)B * (size_t)t->max_T;
+    t->tokens = calloc(BT, sizeof(int));
+    t->beh = calloc(BT, sizeof(float));
+    t->reflp = calloc(BT, sizeof(float));
+    t->adv = calloc(BT, sizeof(float));
+    t->use = calloc((size_t)B, sizeof(int));
+    t->seqs = calloc((size_t)B, sizeof(loss_seq));
+    t->rewards = calloc((size_t)B, sizeof(double));
+    t->grads = calloc(model_num_params(t->policy), sizeof(float));
+    size_t G = (size_t)(c->group_size > 0 ? c->group_size : 1);
+    size_t M = (size_t)c->sampling.max_new_tokens;
+    t->s_tok = calloc(G * M, sizeof(int));
+    t->s_lp = calloc(G * M, sizeof(float));
+    t->s_len = calloc(G, sizeof(int));
+    if (!t->tokens || !t->beh || !t->reflp || !t->adv || !t->use || !t->seqs || !t->rewards ||
+        !t->grads || !t->s_tok || !t->s_lp || !t->s_len)
+        return coh_fail(err, COH_ENOMEM, "trainer: out of memory for batch buffers");
+    int rc = model_ws_create(t->policy, B, t->max_T, &t->ws, err);
+    if (rc)
+        return rc;
+    return sampler_create(t->policy, (int)G, t->max_T, &t->smp, err);
+}
+
+static int open_metrics(trainer *t, int resume, coh_err *err)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", t->c.out_dir);
+    t->metrics = fopen(path, resume ? "a" : "w");
+    if (!t->metrics)
+        return coh_fail(err, COH_EIO, "cannot open metrics file %s: %s", path, strerror(errno));
+    if (!resume) {
+        cJSON *head = cJSON_CreateObject();
+        cJSON_AddItemToObject(head, "settings", settings_json(&t->c));
+        char *s = cJSON_PrintUnformatted(head);
+        fprintf(t->metrics, "%s\n", s);
+        fflush(t->metrics);
+        free(s);
+        cJSON_Delete(head);
+    }
+    return COH_OK;
+}
+
+static int load_reference(trainer *t, coh_err *err)
+{
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/reference", t->c.out_dir);
+    int rc = ckpt_load(dir, &t->ref, NULL, err);
+    if (rc)
+        return coh_wrap(err, rc, "loading the frozen reference policy from %s", dir);
+    return COH_OK;
+}
+
+static int resume_from_latest(trainer *t, coh_err *err)
+{
+    char path[1024], *buf = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/checkpoints/latest", t->c.out_dir);
+    int rc = fs_read_all(path, &buf, &len, err);
+    if (rc)
+        return coh_wrap(err, rc, "--resume: no checkpoint to resume from in %s", t->c.out_dir);
+    while (len && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
+        buf[--len] = '\0';
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s/checkpoints/%s", t->c.out_dir, buf);
+    free(buf);
+
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    rc = fs_read_all(path, &buf, &len, err);
+    if (rc)
+        return rc;
+    cJSON *st = cJSON_Parse(buf);
+    free(buf);
+    if (!st)
+        return coh_fail(err, COH_EFORMAT, "%s is not valid JSON; the checkpoint is damaged", path);
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(st, "step");
+    const cJSON *cur = cJSON_GetObjectItemCaseSensitive(st, "cursor");
+    const cJSON *rngj = cJSON_GetObjectItemCaseSensitive(st, "rng");
+    const cJSON *settings = cJSON_GetObjectItemCaseSensitive(st, "settings");
+    const cJSON *adam = cJSON_GetObjectItemCaseSensitive(st, "adam_steps");
+    const cJSON *tim = cJSON_GetObjectItemCaseSensitive(st, "time_s");
+    if (!cJSON_IsNumber(step) || !cJSON_IsString(cur) || !cJSON_IsArray(rngj) ||
+        cJSON_GetArraySize(rngj) != 4 || !cJSON_IsObject(settings) || !cJSON_IsNumber(adam)) {
+        cJSON_Delete(st);
+        return coh_fail(err, COH_EFORMAT,
+                        "%s lacks step, cursor, rng, adam_steps or settings; the checkpoint is "
+                        "damaged or was not written by cohort-train",
+                        path);
+    }
+    rc = settings_apply(&t->c, settings, err);
+    t->step = (long)step->valuedouble;
+    t->cursor = strtoull(cur->valuestring, NULL, 10);
+    for (int i = 0; i < 4; i++)
+        t->rng.s[i] = strtoull(cJSON_GetArrayItem(rngj, i)->valuestring, NULL, 16);
+    long adam_steps = (long)adam->valuedouble;
+    t->time_base = cJSON_IsNumber(tim) ? tim->valuedouble : 0.0;
+    cJSON_Delete(st);
+    if (rc)
+        return rc;
+
+    rc = ckpt_load(dir, &t->policy, &t->tok, err);
+    if (rc)
+        return rc;
+    if (!t->tok)
+        return coh_fail(err, COH_ENOTFOUND, "%s has no tokenizer.json; cannot train on text", dir);
+    rc = optimizer_create(t, err);
+    if (rc)
+        return rc;
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    st_file *f = NULL;
+    rc = st_open(path, &f, err);
+    if (rc)
+        return rc;
+    size_t n = model_num_params(t->policy);
+    rc = st_read_f32(f, "adamw.m", adamw_m(t->opt), n, err);
+    if (!rc)
+        rc = st_read_f32(f, "adamw.v", adamw_v(t->opt), n, err);
+    st_close(f);
+    if (rc)
+        return coh_wrap(err, rc, "reading optimizer state %s", path);
+    adamw_set_steps(t->opt, adam_steps);
+    long ps;
+    if (phase_of(&t->c, t->step, &ps) >= PHASE_RL && loss_needs_ref(&t->c.loss) &&
+        (t->step > (long)t->c.sft_steps + t->c.raft_steps))
+        return load_reference(t, err);
+    return COH_OK;
+}
+
+int trainer_create(const trainer_config *c, int resume, trainer **out, coh_err *err)
+{
+    *out = NULL;
+    trainer *t = calloc(1, sizeof *t);
+    if (!t)
+        return coh_fail(err, COH_ENOMEM, "trainer: out of memory");
+    t->c = *c;
+    t->c.sampling.temperature = t->c.loss.temperature;
+    t->c.loss.max_new_tokens = t->c.sampling.max_new_tokens;
+    t->t0 = now_s();
+    int rc;
+    if (t->c.sft_steps < 0 || t->c.raft_steps < 0 || t->c.rl_steps < 0 || t->c.sft_batch <= 0 ||
+        t->c.prompts_per_step <= 0 || t->c.group_size <= 0 || t->c.sampling.max_new_tokens <= 0) {
+        rc = coh_fail(err, COH_EINVAL,
+                      "step counts must be >= 0 and batch sizes, group size and max_new_tokens "
+                      "> 0");
+        goto fail;
+    }
+    if ((rc = fs_mkdirs(t->c.out_dir, err)))
+        goto fail;
+    rng_init(&t->rng, rng_mix(t->c.seed ^ 0x5eed));
+    if (resume) {
+        if ((rc = resume_from_latest(t, err)))
+            goto fail;
+    } else {
+        if (t->c.init_from[0]) {
+            if ((rc = ckpt_load(t->c.init_from, &t->policy, &t->tok, err)))
+                goto fail;
+            if (!t->tok) {
+                rc = coh_fail(err, COH_ENOTFOUND,
+                              "%s has no tokenizer.json; training on text tasks needs the "
+                              "built-in tokenizer",
+                              t->c.init_from);
+                goto fail;
+            }
+        } else {
+            if ((rc = tok_create_default(&t->tok, err)))
+                goto fail;
+            t->c.model.vocab_size = tok_vocab_size(t->tok);
+            if ((rc = model_create(&t->c.model, &t->policy, err)))
+                goto fail;
+            model_init_random(t->policy, t->c.seed);
+        }
+        if ((rc = optimizer_create(t, err)))
+            goto fail;
+    }
+    t->c.task_cfg.seed = t->c.seed;
+    if ((rc = task_create(t->c.task, &t->c.task_cfg, &t->task, err)))
+        goto fail;
+    if (t->c.eval_size > task_eval_size(t->task))
+        t->c.eval_size = task_eval_size(t->task);
+    if ((rc = buffers_create(t, err)))
+        goto fail;
+    if ((rc = open_metrics(t, resume, err)))
+        goto fail;
+    *out = t;
+    return COH_OK;
+fail:
+    trainer_destroy(t);
+    return rc;
+}
+
+void trainer_destroy(trainer *t)
+{
+    if (!t)
+        return;
+    if (t->metrics)
+        fclose(t->metrics);
+    model_destroy(t->policy);
+    model_destroy(t->ref);
+    tok_destroy(t->tok);
+    task_destroy(t->task);
+    adamw_destroy(t->opt);
+    sampler_destroy(t->smp);
+    model_ws_destroy(t->ws);
+    free(t->tokens);
+    free(t->beh);
+    free(t->reflp);
+    free(t->adv);
+    free(t->use);
+    free(t->seqs);
+    free(t->rewards);
+    free(t->grads);
+    free(t->s_tok);
+    free(t->s_lp);
+    free(t->s_len);
+    free(t);
+}
+
+/* ---- checkpoints --------------------------------------------------------------------------- */
+
+int trainer_checkpoint(trainer *t, coh_err *err)
+{
+    char dir[700], path[1024];
+    snprintf(dir, sizeof dir, "%s/checkpoints/step-%06ld", t->c.out_dir, t->step);
+    int rc = ckpt_save(dir, t->policy, t->tok, err);
+    if (rc)
+        return rc;
+    size_t n = model_num_params(t->policy);
+    st_entry e[2] = {
+        {.name = "adamw.m", .ndim = 1, .shape = {(long long)n}, .data = adamw_m(t->opt)},
+        {.name = "adamw.v", .ndim = 1, .shape = {(long long)n}, .data = adamw_v(t->opt)},
+    };
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if ((rc = st_write(path, e, 2, NULL, err)))
+        return rc;
+
+    cJSON *st = cJSON_CreateObject();
+    long ps;
+    cJSON_AddNumberToObject(st, "step", (double)t->step);
+    cJSON_AddStringToObject(st, "phase", phase_names[phase_of(&t->c, t->step, &ps)]);
+    char num[32];
+    snprintf(num, sizeof num, "%" PRIu64, t->cursor);
+    cJSON_AddStringToObject(st, "cursor", num);
+    cJSON *r = cJSON_AddArrayToObject(st, "rng");
+    for (int i = 0; i < 4; i++) {
+        snprintf(num, sizeof num, "%016" PRIx64, t->rng.s[i]);
+        cJSON_AddItemToArray(r, cJSON_CreateString(num));
+    }
+    cJSON_AddNumberToObject(st, "adam_steps", (double)adamw_steps(t->opt));
+    cJSON_AddNumberToObject(st, "time_s", t->time_base + now_s() - t->t0);
+    if (t->ref)
+        cJSON_AddStringToObject(st, "reference", "../../reference");
+    else
+        cJSON_AddNullToObject(st, "reference");
+    cJSON_AddItemToObject(st, "settings", settings_json(&t->c));
+    char *text = cJSON_Print(st);
+    cJSON_Delete(st);
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    rc = fs_write_atomic(path, text, strlen(text), err);
+    free(text);
+    if (rc)
+        return rc;
+    char name[32];
+    int nl = snprintf(name, sizeof name, "step-%06ld\n", t->step);
+    snprintf(path, sizeof path, "%s/checkpoints/latest", t->c.out_dir);
+    return fs_write_atomic(path, name, (size_t)nl, err);
+}
+
+/* ---- evaluation ---------------------------------------------------------------------------- */
+
+int trainer_evaluate(trainer *t, int n, double *accuracy, coh_err *err)
+{
+    if (n <= 0 || n > t->c.eval_size)
+        n = t->c.eval_size;
+    sample_params sp = t->c.sampling;
+    sp.top_k = 1; /* greedy */
+    sp.top_p = 1.0f;
+    sp.temperature = 1.0f;
+    int ids[256], correct = 0;
+    char text[512];
+    for (int i = 0; i < n; i++) {
+        task_item it;
+        task_eval_item(t->task, i, &it);
+        int plen = encode_prompt(t, it.prompt, ids, 256, err);
+        if (plen < 0)
+            return plen;
+        int rc = sampler_generate(t->smp, ids, plen, 1, &sp, &t->rng, t->s_tok, NULL, NULL,
+                                  t->s_len, err);
+        if (rc)
+            return rc;
+        int L = t->s_len[0];
+        if (L > 0 && t->s_tok[L - 1] == TOK_EOS)
+            L--;
+        tok_decode(t->tok, t->s_tok, L, text, sizeof text);
+        task_score sc;
+        if (task_verify(t->task, &it, text, &sc, NULL) == COH_OK && sc.correct >= 1.0)
+            correct++;
+    }
+    *accuracy = n > 0 ? (double)correct / n : 0.0;
+    return COH_OK;
+}
+
+/* ---- one step ------------------------------------------------------------------------------ */
+
+/* Put sequence b into the padded batch. */
+static void put_seq(trainer *t, int b, const int *prompt, int plen, const int *comp, int clen,
+                    const float *beh, double reward, int group)
+{
+    int *row = t->tokens + (size_t)b * t->max_T;
+    memcpy(row, prompt, (size_t)plen * sizeof(int));
+    memcpy(row + plen, comp, (size_t)clen * sizeof(int));
+    if (beh)
+        memcpy(t->beh + (size_t)b * t->max_T, beh, (size_t)clen * sizeof(float));
+    loss_seq *s = &t->seqs[b];
+    s->tokens = row;
+    s->group = group;
+    s->prompt_len = plen;
+    s->len = plen + clen;
+    s->reward = reward;
+    s->behaviour_logp = beh ? t->beh + (size_t)b * t->max_T : NULL;
+    s->ref_logp = NULL;
+}
+
+/* Build an SFT batch of demonstrations. */
+static int build_sft_batch(trainer *t, int *B_out, coh_err *err)
+{
+    int ids[256], comp[256];
+    for (int b = 0; b < t->c.sft_batch; b++) {
+        task_item it;
+        task_train_item(t->task, t->cursor++, &it);
+        int plen = encode_prompt(t, it.prompt, ids, 256, err);
+        if (plen < 0)
+            return plen;
+        int clen = 0;
+        int rc = tok_encode(t->tok, it.answer, comp, 255, &clen, err);
+        if (rc)
+            return rc;
+        comp[clen++] = TOK_EOS;
+        if (plen + clen > t->max_T)
+            return coh_fail(err, COH_ERANGE,
+                            "demonstration of %d tokens exceeds max_position_embeddings %d",
+                            plen + clen, t->max_T);
+        put_seq(t, b, ids, plen, comp, clen, NULL, 1.0, b);
+    }
+    *B_out = t->c.sft_batch;
+    return COH_OK;
+}
+
+/* Sample G completions for prompts_per_step prompts and score them. RAFT keeps only the
+ * completions whose reward passes the threshold. */
+static int build_rl_batch(trainer *t, int raft, int *B_out, double *sample_tokens,
+                          double *sample_time, coh_err *err)
+{
+    const trainer_config *c = &t->c;
+    int ids[256], B = 0, G = c->group_size, M = c->sampling.max_new_tokens;
+    char text[512];
+    double t_start = now_s();
+    long ntok = 0;
+    for (int p = 0; p < c->prompts_per_step; p++) {
+        task_item it;
+        task_train_item(t->task, t->cursor++, &it);
+        int plen = encode_prompt(t, it.prompt, ids, 256, err);
+        if (plen < 0)
+            return plen;
+        int rc = sampler_generate(t->smp, ids, plen, G, &c->sampling, &t->rng, t->s_tok,
+                                  t->s_lp, NULL, t->s_len, err);
+        if (rc)
+            return rc;
+        for (int g = 0; g < G; g++) {
+            const int *comp = t->s_tok + (size_t)g * M;
+            int L = t->s_len[g];
+            ntok += L;
+            int tl = L > 0 && comp[L - 1] == TOK_EOS ? L - 1 : L;
+            tok_decode(t->tok, comp, tl, text, sizeof text);
+            task_score sc;
+            double reward = 0.0;
+            if (task_verify(t->task, &it, text, &sc, NULL) == COH_OK)
+                reward = sc.correct + (double)c->format_weight * sc.format;
+            t->rewards[p * G + g] = reward;
+            if (raft && reward < (double)c->raft_threshold)
+                continue;
+            put_seq(t, B, ids, plen, comp, L, t->s_lp + (size_t)g * M, reward, p);
+            B++;
+        }
+    }
+    *sample_tokens = (double)ntok;
+    *sample_time = now_s() - t_start;
+    *B_out = B;
+    return COH_OK;
+}
+
+/* Per-token reference log-probs for the batch (uses the policy workspace before the policy's
+ * own forward). */
+static int compute_ref_logp(trainer *t, int B, int T, coh_err *err)
+{
+    int rc = model_forward(t->ref, t->ws, t->tokens, B, T, err);
+    if (rc)
+        return rc;
+    int V = model_get_config(t->ref)->vocab_size;
+    const float *lg = model_ws_logits(t->ws);
+    for (int b = 0; b < B; b++) {
+        loss_seq *s = &t->seqs[b];
+        float *out = t->reflp + (size_t)b * t->max_T;
+        for (int k = 0; k < s->len - s->prompt_len; k++) {
+            int pos = s->prompt_len + k;
+            sm_logp_entropy(lg + ((size_t)b * T + pos - 1) * V, V, t->c.loss.temperature,
+                            s->tokens[pos], &out[k], NULL);
+        }
+        s->ref_logp = out;
+    }
+    return COH_OK;
+}
+
+static void write_metrics(trainer *t, const trainer_metrics *m)
+{
+    if (!t->metrics)
+        return;
+    cJSON *o = cJSON_CreateObject();
+#define PUT(key, val)                                            \
+    do {                                                         \
+        double v_ = (val);                                       \
+        if (isfinite(v_))                                        \
+            cJSON_AddNumberToObject(o, key, v_);                 \
+        else                                                     \
+            cJSON_AddNullToObject(o, key);                       \
+    } while (0)
+    PUT("step", (double)m->step);
+    PUT("version", (double)m->version);
+    cJSON_AddStringToObject(o, "phase", m->phase);
+    PUT("loss", m->loss);
+    PUT("reward_mean", m->reward_mean);
+    PUT("reward_std", m->reward_std);
+    if (m->eval_accuracy >= 0)
+        PUT("eval_accuracy", m->eval_accuracy);
+    PUT("kl", m->kl);
+    PUT("clip_frac", m->clip_frac);
+    PUT("entropy", m->entropy);
+    PUT("grad_norm", m->grad_norm);
+    PUT("lr", m->lr);
+    PUT("learner_tokens_per_s", m->learner_tokens_per_s);
+    PUT("sampler_tokens_per_s", m->sampler_tokens_per_s);
+    PUT("staleness_mean", m->staleness_mean);
+    PUT("logp_max_abs_diff", m->logp_max_abs_diff);
+    PUT("groups_used", m->groups_used);
+    PUT("groups_dropped", m->groups_dropped);
+    PUT("skipped", m->skipped);
+    PUT("time_s", m->time_s);
+#undef PUT
+    char *s = cJSON_PrintUnformatted(o);
+    fprintf(t->metrics, "%s\n", s);
+    fflush(t->metrics);
+    free(s);
+    cJSON_Delete(o);
+}
+
+int trainer_step(trainer *t, trainer_metrics *m, coh_err *err)
+{
+    trainer_config *c = &t->c;
+    memset(m, 0, sizeof *m);
+    m->eval_accuracy = -1.0;
+    long ps;
+    int phase = phase_of(c, t->step, &ps);
+    if (phase == PHASE_DONE)
+        return coh_fail(err, COH_ESTATE, "training is complete: no steps left");
+    m->phase = phase_names[phase];
+
+    /* phase start: fresh optimizer moments; RL freezes the reference */
+    if (ps == 0) {
+        memset(adamw_m(t->opt), 0, adamw_size(t->opt) * sizeof(float));
+        memset(adamw_v(t->opt), 0, adamw_size(t->opt) * sizeof(float));
+        adamw_set_steps(t->opt, 0);
+        if (phase == PHASE_RL && loss_needs_ref(&c->loss) && !t->ref) {
+            int rc = model_clone(t->policy, &t->ref, err);
+            char dir[600];
+            snprintf(dir, sizeof dir, "%s/reference", c->out_dir);
+            if (!rc)
+                rc = ckpt_save(dir, t->ref, t->tok, err);
+            if (rc)
+                return rc;
+        }
+    }
+
+    loss_config lc = c->loss;
+    optim_config oc = c->optim;
+    if (phase == PHASE_SFT || phase == PHASE_RAFT) {
+        lc.mode = LOSS_SFT;
+        oc.lr = c->sft_lr;
+        oc.warmup_steps = c->sft_warmup;
+        oc.total_steps = phase == PHASE_SFT ? c->sft_steps : c->raft_steps;
+    } else {
+        lc.mode = LOSS_RL;
+        oc.lr = c->rl_lr;
+        oc.warmup_steps = c->rl_warmup;
+        oc.total_steps = c->rl_steps;
+    }
+
+    int B = 0, rc;
+    double stoks = 0, stime = 0;
+    if (phase == PHASE_SFT)
+        rc = build_sft_batch(t, &B, err);
+    else
+        rc = build_rl_batch(t, phase == PHASE_RAFT, &B, &stoks, &stime, err);
+    if (rc)
+        return rc;
+    if (phase != PHASE_SFT) {
+        int n = c->prompts_per_step * c->group_size;
+        double s = 0, s2 = 0;
+        for (int i = 0; i < n; i++) {
+            s += t->rewards[i];
+            s2 += t->rewards[i] * t->rewards[i];
+        }
+        m->reward_mean = s / n;
+        m->reward_std = n > 1 ? sqrt(fmax(0.0, (s2 - s * s / n) / (n - 1))) : 0.0;
+        m->sampler_tokens_per_s = stime > 0 ? stoks / stime : 0.0;
+    }
+
+    double t_learn = now_s();
+    loss_stats ls;
+    memset(&ls, 0, sizeof ls);
+    loss_adv_stats as;
+    memset(&as, 0, sizeof as);
+    adamw_stats ost;
+    memset(&ost, 0, sizeof ost);
+    ost.lr = optim_lr_at(&oc, ps);
+    if (B > 0) {
+        int T = 0;
+        for (int b = 0; b < B; b++)
+            if (t->seqs[b].len > T)
+                T = t->seqs[b].len;
+        /* re-pack rows with stride T for the model (they were built with stride max_T);
+         * per-token arrays (behaviour, reference) keep stride max_T */
+        if (T != t->max_T)
+            for (int b = 1; b < B; b++)
+                memmove(t->tokens + (size_t)b * T, t->tokens + (size_t)b * t->max_T,
+                        (size_t)T * sizeof(int));
+        for (int b = 0; b < B; b++)
+            t->seqs[b].tokens = t->tokens + (size_t)b * T;
+        if (lc.mode == LOSS_RL && loss_needs_ref(&lc) && (rc = compute_ref_logp(t, B, T, err)))
+            return rc;
+        rc = model_forward(t->policy, t->ws, t->tokens, B, T, err);
+        if (rc)
+            return rc;
+        rc = loss_advantages(&lc, t->seqs, B, T, t->adv, t->use, &as, err);
+        if (rc)
+            return rc;
+        const model_config *mc = model_get_config(t->policy);
+        rc = loss_compute(&lc, t->seqs, B, T, t->adv, t->use, model_ws_logits(t->ws),
+                          mc->vocab_size, model_ws_dlogits(t->ws), &ls, err);
+        if (rc == COH_ENONFINITE) {
+            m->skipped = 1;
+            fprintf(stderr, "step %ld: update skipped: %s\n", t->step, err ? err->msg : "");
+        } else if (rc) {
+            return rc;
+        } else {
+            memset(t->grads, 0, model_num_params(t->policy) * sizeof(float));
+            rc = model_backward(t->policy, t->ws, model_ws_dlogits(t->ws), t->grads, err);
+            if (rc)
+                return rc;
+            rc = adamw_step(t->opt, &oc, model_params(t->policy), t->grads, 0.0f, &ost, err);
+            if (rc == COH_ENONFINITE) {
+                m->skipped = 1;
+                fprintf(stderr, "step %ld: update skipped: %s\n", t->step, err ? err->msg : "");
+            } else if (rc) {
+                return rc;
+            }
+        }
+        double dt = now_s() - t_learn;
+        m->learner_tokens_per_s = dt > 0 ? (double)B * T / dt : 0.0;
+    }
+    t->step++;
+    m->step = t->step;
+    m->version = t->step;
+    m->loss = ls.loss;
+    m->kl = ls.kl;
+    m->clip_frac = ls.clip_frac;
+    m->entropy = ls.entropy;
+    m->grad_norm = ost.grad_norm;
+    m->lr = ost.lr;
+    m->logp_max_abs_diff = lc.mode == LOSS_RL ? ls.max_abs_logp_diff : 0.0;
+    m->staleness_mean = 0.0; /* single process: every group is sampled with the current version */
+    m->groups_used = phase == PHASE_SFT ? B : as.groups - as.dropped_groups;
+    m->groups_dropped = as.dropped_groups;
+
+    long ps_next;
+    int next_phase = phase_of(c, t->step, &ps_next);
+    int phase_end = next_phase != phase;
+    if ((c->eval_every > 0 && t->step % c->eval_every == 0) || (phase_end && c->eval_every > 0)) {
+        if ((rc = trainer_evaluate(t, 0, &m->eval_accuracy, err)))
+            return rc;
+    }
+    m->time_s = t->time_base + now_s() - t->t0;
+    write_metrics(t, m);
+    if ((c->ckpt_every > 0 && t->step % c->ckpt_every == 0) || !trainer_has_next(t))
+        if ((rc = trainer_checkpoint(t, err)))
+            return rc;
+    return COH_OK;
+}

@@ -1,0 +1,101 @@
+/* trainer.h - the single-process training run: SFT warm start, optional RAFT, then RL.
+ *
+ * One trainer owns the policy, the optional frozen reference, the optimizer, the task's data
+ * cursor and the sampling RNG. trainer_step advances by exactly one optimizer step of the
+ * current phase, logs one metrics record, evaluates and checkpoints on schedule.
+ *
+ * Phases run in order: sft (sft_steps), raft (raft_steps), rl (rl_steps); a phase with 0
+ * steps is skipped. The optimizer's moments restart at each phase (fresh AdamW with that
+ * phase's learning rate and warm-up). At the start of rl the reference policy is frozen
+ * (a copy of the policy, also written to OUT/reference/) unless beta == 0.
+ *
+ * Checkpoints: OUT/checkpoints/step-NNNNNN/ holds the policy (config.json,
+ * model.safetensors, tokenizer.json), optimizer.safetensors (AdamW moments) and
+ * trainer_state.json (step, phase, data cursor, RNG, settings, reference pointer).
+ * OUT/checkpoints/latest names the newest one; it is replaced atomically after the folder is
+ * complete, so a crash mid-write leaves the previous checkpoint as latest.
+ * trainer_create with resume = 1 continues from latest with the same numbers an
+ * uninterrupted run would produce (BLAS thread count held equal).
+ */
+#ifndef COHORT_TRAINER_H
+#define COHORT_TRAINER_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "err.h"
+#include "loss.h"
+#include "model.h"
+#include "optim.h"
+#include "sampler.h"
+#include "tasks.h"
+
+typedef struct trainer_config {
+    char out_dir[512];      /* run folder: metrics.jsonl, checkpoints/, reference/ */
+    char task[32];          /* "addition", "countdown", "reverse", "sort" */
+    task_config task_cfg;
+    char init_from[512];    /* start from this checkpoint folder instead of random ("" = random) */
+    model_config model;     /* used when init_from is empty */
+    uint64_t seed;
+
+    int sft_steps, sft_batch;
+    float sft_lr;
+    int sft_warmup;
+
+    int raft_steps;
+    float raft_threshold;   /* keep completions with reward >= this */
+
+    int rl_steps;
+    int prompts_per_step;   /* groups per RL step */
+    int group_size;         /* G completions per prompt */
+    float rl_lr;
+    int rl_warmup;
+
+    loss_config loss;       /* estimator, aggregation, clip, beta, entropy, temperature */
+    optim_config optim;     /* betas, eps, weight decay, clip, schedule (lr set per phase) */
+    sample_params sampling; /* temperature (kept equal to loss.temperature), top-k/p, max new */
+    float format_weight;    /* reward = correct + format_weight * format */
+
+    int eval_every;         /* evaluate every N steps (and at phase ends); 0 = never */
+    int eval_size;          /* held-out prompts per evaluation (<= the task's set) */
+    int ckpt_every;         /* checkpoint every N steps (and at the end); 0 = only at the end */
+    int log_every_sft;      /* progress line every N SFT steps (RL prints every step) */
+    int quiet;              /* no progress lines */
+} trainer_config;
+
+/* Defaults that learn 3-digit addition on this machine (see learning-calibration notes). */
+trainer_config trainer_config_default(void);
+
+typedef struct trainer trainer; /* opaque */
+
+/* Build a trainer. resume = 1 loads OUT/checkpoints/latest (its settings replace the
+ * algorithm settings in c, except step counts, which may be raised to train longer). */
+int trainer_create(const trainer_config *c, int resume, trainer **out, coh_err *err);
+void trainer_destroy(trainer *t);
+
+/* Metrics of one step (the fields of DESIGN.md's metrics file). */
+typedef struct trainer_metrics {
+    long step;
+    long version;
+    const char *phase;
+    double loss, reward_mean, reward_std, eval_accuracy; /* eval_accuracy < 0: not evaluated */
+    double kl, clip_frac, entropy, grad_norm, lr;
+    double learner_tokens_per_s, sampler_tokens_per_s, staleness_mean;
+    double logp_max_abs_diff;
+    int groups_used, groups_dropped, skipped;
+    double time_s;
+} trainer_metrics;
+
+/* 1 while steps remain. */
+int trainer_has_next(const trainer *t);
+/* One optimizer step (or a skipped step for non-finite numbers, reported in m->skipped). */
+int trainer_step(trainer *t, trainer_metrics *m, coh_err *err);
+/* Greedy accuracy on the first n held-out prompts (n <= 0: eval_size). */
+int trainer_evaluate(trainer *t, int n, double *accuracy, coh_err *err);
+/* Write a checkpoint of the current state now. */
+int trainer_checkpoint(trainer *t, coh_err *err);
+
+long trainer_current_step(const trainer *t);
+model *trainer_policy(trainer *t);
+
+#endif
