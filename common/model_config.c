@@ -220,9 +220,14 @@ int model_config_load(const char *path, model_config *out, coh_err *err)
 
 /* ---- saving ------------------------------------------------------------------------- */
 
-/* Shortest decimal that reads back as exactly the same float ("1e-05", not 9.99e-06). */
+/* Shortest decimal that reads back as exactly the same float, as Python's json writes it:
+ * "1e-05" (not 9.99999975e-06), and whole numbers as "500000.0" (not 5e+05). */
 static void format_float(float v, char *out, size_t cap)
 {
+    if (v == floorf(v) && fabsf(v) < 1e15f) {
+        snprintf(out, cap, "%.1f", (double)v);
+        return;
+    }
     for (int prec = 1; prec <= 9; prec++) {
         snprintf(out, cap, "%.*g", prec, (double)v);
         if (strtof(out, NULL) == v)

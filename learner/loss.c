@@ -239,15 +239,6 @@ int loss_group_advantages(loss_estimator est, const double *rewards, int G, doub
     return COH_OK;
 }
 
-/* 1 when every reward of the group of sequence `first` equals the first one's. */
-static int group_all_equal(const loss_seq *seqs, int B, int first)
-{
-    for (int b = first + 1; b < B; b++)
-        if (seqs[b].group == seqs[first].group && seqs[b].reward != seqs[first].reward)
-            return 0;
-    return 1;
-}
-
 /* 1 when no sequence before b has b's group id (b leads its group). */
 static int leads_group(const loss_seq *seqs, int b)
 {
@@ -257,10 +248,21 @@ static int leads_group(const loss_seq *seqs, int b)
     return 1;
 }
 
+/* 1 when the group of sequence b is zero-signal (all its rewards equal). O(B). */
+static int in_zero_signal_group(const loss_seq *seqs, int B, int b)
+{
+    for (int j = 0; j < B; j++)
+        if (seqs[j].group == seqs[b].group && seqs[j].reward != seqs[b].reward)
+            return 0;
+    return 1;
+}
+
 /* Group-relative estimators: one advantage per sequence, broadcast over its tokens. */
 static int group_relative(const loss_config *c, const loss_seq *seqs, int B, int T, float *adv,
-                          const int *zero_signal, coh_err *err)
+                          coh_err *err)
 {
+    if (B < 1)
+        return COH_OK;
     int *idx = malloc((size_t)B * sizeof *idx);
     double *r = malloc((size_t)B * sizeof *r);
     double *a = malloc((size_t)B * sizeof *a);
@@ -287,7 +289,7 @@ static int group_relative(const loss_config *c, const loss_seq *seqs, int B, int
             /* an all-equal group has no signal: its relative advantage is exactly 0 (the mean
              * of equal doubles can differ from them by rounding) */
             double ai = a[i];
-            if (zero_signal[idx[i]] && c->estimator != EST_REINFORCE)
+            if (c->estimator != EST_REINFORCE && in_zero_signal_group(seqs, B, idx[i]))
                 ai = 0.0;
             for (int k = 0; k < s->len - s->prompt_len; k++)
                 adv[(size_t)idx[i] * T + k] = (float)ai;
@@ -336,7 +338,7 @@ static int reinforce_pp(const loss_config *c, const loss_seq *seqs, int B, int T
             }
             ret += rk;
             adv[(size_t)b * T + k] = (float)ret;
-            sum += ret;
+            sum += adv[(size_t)b * T + k]; /* the stored value, as the variance pass reads */
             n++;
         }
     }
@@ -387,28 +389,17 @@ int loss_advantages(const loss_config *c, const loss_seq *seqs, int B, int T, fl
     loss_adv_stats s;
     memset(&s, 0, sizeof s);
     memset(adv, 0, (size_t)B * T * sizeof *adv);
-    int *zero_signal = calloc((size_t)B, sizeof *zero_signal);
-    if (!zero_signal)
-        return coh_fail(err, COH_ENOMEM, "out of memory for the groups of %d sequences", B);
 
-    /* groups, zero-signal detection, dropping */
+    /* groups, zero-signal detection, dropping (SFT has no groups to judge) */
+    int rl = c->mode == LOSS_RL;
     for (int b = 0; b < B; b++) {
-        use[b] = 1;
-        if (!leads_group(seqs, b))
-            continue;
-        s.groups++;
-        if (c->mode == LOSS_SFT || !group_all_equal(seqs, B, b))
-            continue;
-        s.zero_signal_groups++;
-        if (c->drop_zero_signal)
-            s.dropped_groups++;
-        for (int j = b; j < B; j++)
-            if (seqs[j].group == seqs[b].group)
-                zero_signal[j] = 1;
-    }
-    for (int b = 0; b < B; b++) {
-        if (c->mode == LOSS_RL && c->drop_zero_signal && zero_signal[b])
-            use[b] = 0;
+        int zero = rl && in_zero_signal_group(seqs, B, b);
+        if (leads_group(seqs, b)) {
+            s.groups++;
+            s.zero_signal_groups += zero;
+            s.dropped_groups += zero && c->drop_zero_signal;
+        }
+        use[b] = !(zero && c->drop_zero_signal);
         s.used_seqs += use[b];
     }
 
@@ -419,12 +410,11 @@ int loss_advantages(const loss_config *c, const loss_seq *seqs, int B, int T, fl
     } else if (c->estimator == EST_REINFORCE_PP) {
         rc = reinforce_pp(c, seqs, B, T, adv, use, err);
     } else {
-        rc = group_relative(c, seqs, B, T, adv, zero_signal, err);
+        rc = group_relative(c, seqs, B, T, adv, err);
         for (int b = 0; b < B && rc == COH_OK; b++)
             if (!use[b])
                 memset(adv + (size_t)b * T, 0, (size_t)T * sizeof *adv);
     }
-    free(zero_signal);
     if (rc != COH_OK) {
         memset(adv, 0, (size_t)B * T * sizeof *adv);
         return rc;

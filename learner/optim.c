@@ -126,10 +126,11 @@ int adamw_create(size_t n_params, const optim_segment *segs, int n_segs, adamw *
                         "out of memory for the AdamW moments of %zu parameters (%zu MiB)",
                         n_params, 2 * n_params * sizeof(float) >> 20);
     }
-    if (n_segs > 0)
+    if (n_segs > 0) {
         memcpy(o->segs, segs, (size_t)n_segs * sizeof *segs);
+        qsort(o->segs, (size_t)n_segs, sizeof *o->segs, seg_cmp);
+    }
     o->n_segs = n_segs;
-    qsort(o->segs, (size_t)n_segs, sizeof *o->segs, seg_cmp);
     for (int i = 1; i < n_segs; i++) {
         const optim_segment *a = &o->segs[i - 1], *b = &o->segs[i];
         if (a->offset + a->n > b->offset) {

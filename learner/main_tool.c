@@ -1,0 +1,1391 @@
+/* main_tool.c - cohort-tool: work on policy checkpoints without any server.
+ *
+ * Subcommands (DESIGN.md, "The model tool"):
+ *   init      a randomly initialised checkpoint from a config.json
+ *   inspect   config, tensor names, shapes, dtypes and parameter count of a checkpoint
+ *   sample    sample completions of a text prompt (needs the checkpoint's tokenizer)
+ *   logprobs  per-token log-probabilities of id sequences, JSON Lines in and out
+ *   grad      loss and gradient of one batch of completions, gradients as safetensors
+ *
+ * Conventions: results go to stdout, messages to stderr. Every error says what was wrong
+ * and what to do, and exits nonzero (2 for a bad command line, 1 for everything else).
+ * Options are parsed with getopt_long, JSON with cJSON.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "checkpoint.h"
+#include "err.h"
+#include "fsutil.h"
+#include "loss.h"
+#include "model.h"
+#include "rng.h"
+#include "safetensors.h"
+#include "sampler.h"
+#include "softmax.h"
+#include "tokenizer.h"
+
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+/* ---- usage texts ---------------------------------------------------------------------- */
+
+static const char USAGE_MAIN[] =
+    "usage: cohort-tool COMMAND [options]\n"
+    "\n"
+    "Work on Cohort policy checkpoints (Hugging Face Llama folders) without any server.\n"
+    "\n"
+    "commands:\n"
+    "  init      --config config.json --out DIR [--seed N]   random checkpoint\n"
+    "  inspect   DIR [--json]                                 config, tensors, dtypes, size\n"
+    "  sample    DIR --prompt TEXT [-n N ...]                 sample text completions\n"
+    "  logprobs  DIR < sequences.jsonl > logprobs.jsonl       per-token log-probabilities\n"
+    "  grad      DIR --batch batch.jsonl --out grads.safetensors [loss options]\n"
+    "                                                         loss and gradient of a batch\n"
+    "\n"
+    "Run 'cohort-tool COMMAND --help' for the options of one command.\n";
+
+static const char USAGE_INIT[] =
+    "usage: cohort-tool init --config config.json --out DIR [--seed N] [--force]\n"
+    "\n"
+    "Create a randomly initialised checkpoint in DIR (config.json, model.safetensors and,\n"
+    "when the vocabulary can hold it, the built-in tokenizer.json).\n"
+    "\n"
+    "  --config PATH   Hugging Face style config.json (vocab_size, hidden_size, ...)\n"
+    "  --out DIR       output folder (created if needed)\n"
+    "  --seed N        initialisation seed (default 0)\n"
+    "  --force         overwrite a checkpoint that already exists in DIR\n";
+
+static const char USAGE_INSPECT[] =
+    "usage: cohort-tool inspect DIR [--json]\n"
+    "\n"
+    "Print the config, every tensor of model.safetensors with its shape and dtype, the\n"
+    "tokenizer and the parameter count, and any mismatch between config and weights.\n"
+    "\n"
+    "  --json   one machine-readable JSON object instead of text\n";
+
+static const char USAGE_SAMPLE[] =
+    "usage: cohort-tool sample DIR --prompt TEXT [options]\n"
+    "\n"
+    "Sample completions of <bos> + TEXT and print each one decoded, one per line.\n"
+    "Needs the checkpoint's tokenizer.json.\n"
+    "\n"
+    "  --prompt TEXT          the prompt\n"
+    "  -n, --num N            number of completions (default 1)\n"
+    "  --temperature T        sampling temperature > 0 (default 1)\n"
+    "  --top-p P              nucleus sampling, in (0, 1] (default 1 = off)\n"
+    "  --top-k K              keep the K most likely tokens (default 0 = off)\n"
+    "  --seed S               random seed (default 0); same seed, same completions\n"
+    "  --max-new-tokens M     tokens to generate at most (default 16)\n"
+    "  -v, --verbose          prefix each completion with its summed log-probability\n"
+    "                         and a tab\n";
+
+static const char USAGE_LOGPROBS[] =
+    "usage: cohort-tool logprobs DIR [--temperature T] < sequences.jsonl > logprobs.jsonl\n"
+    "\n"
+    "For every input line {\"tokens\": [id, ...]} (at least 2 ids, at most\n"
+    "max_position_embeddings) print {\"logprobs\": [...]} whose entry t is\n"
+    "log p(tokens[t+1] | tokens[..t]) under softmax(logits / T). Blank lines are skipped.\n"
+    "A bad line stops the run with a message naming its line number (exit 1).\n"
+    "\n"
+    "  --temperature T   logits are divided by T (default 1)\n";
+
+static const char USAGE_GRAD[] =
+    "usage: cohort-tool grad DIR --batch batch.jsonl --out grads.safetensors [options]\n"
+    "\n"
+    "Loss and gradient of one batch. Each batch line is one completion:\n"
+    "  {\"group\": int, \"tokens\": [id, ...], \"prompt_len\": int,\n"
+    "   \"behaviour_logprobs\": [one per completion token], \"reward\": float}\n"
+    "(behaviour_logprobs, reward and group are optional with --mode sft). The gradients are\n"
+    "written under the parameters' own tensor names (lm_head.weight omitted when tied); the\n"
+    "loss is printed as one JSON object.\n"
+    "\n"
+    "  --batch PATH          batch file, JSON Lines ('-' = stdin)\n"
+    "  --out PATH            where to write the gradients (safetensors, F32)\n"
+    "  --ref DIR             reference policy checkpoint; required when --beta > 0\n"
+    "  --mode rl|sft         loss mode (default rl)\n"
+    "  --estimator NAME      grpo, drgrpo, rloo, reinforce, reinforce_pp (default grpo)\n"
+    "  --eps-low E           clip range low side (default 0.2)\n"
+    "  --eps-high E          clip range high side (default 0.2)\n"
+    "  --beta B              KL weight (default 0)\n"
+    "  --entropy-coef C      entropy bonus weight (default 0)\n"
+    "  --aggregation NAME    token_mean, seq_mean_token_mean, constant (default token_mean)\n"
+    "  --max-new-tokens M    denominator of the constant aggregation (default 16)\n"
+    "  --temperature T       logits are divided by T (default 1)\n"
+    "  --drop-zero-signal    drop groups whose rewards are all equal\n";
+
+/* ---- small helpers -------------------------------------------------------------------- */
+
+/* Print "cohort-tool: <context>: <err->msg>" and return EXIT_FAIL. */
+static int report(const coh_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int report(const coh_err *err, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("cohort-tool: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (err && err->msg[0])
+        fprintf(stderr, ": %s", err->msg);
+    fputc('\n', stderr);
+    return EXIT_FAIL;
+}
+
+/* A command-line mistake: message, pointer to --help, EXIT_USAGE. */
+static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const char *cmd, const char *fmt, ...)
+{
+    if (fmt) {
+        va_list ap;
+        fprintf(stderr, "cohort-tool %s: ", cmd);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+    }
+    fprintf(stderr, "run 'cohort-tool %s --help' for usage\n", cmd);
+    return EXIT_USAGE;
+}
+
+static int parse_int_opt(const char *cmd, const char *opt, const char *s, long lo, long hi,
+                         int *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < lo || v > hi) {
+        usage_error(cmd, "%s expects an integer in [%ld, %ld], got '%s'", opt, lo, hi, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_float_opt(const char *cmd, const char *opt, const char *s, float *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || !isfinite(v) || fabs(v) > 3.0e38) {
+        usage_error(cmd, "%s expects a finite number, got '%s'", opt, s);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+static int parse_seed_opt(const char *cmd, const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    if (*s == '-' || *s == '+' || *s == '\0') {
+        usage_error(cmd, "--seed expects a non-negative integer, got '%s'", s);
+        return -1;
+    }
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end != '\0') {
+        usage_error(cmd, "--seed expects a non-negative integer below 2^64, got '%s'", s);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* dir + "/" + name, malloc'd; NULL when out of memory (reported). */
+static char *join_path(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (!p) {
+        fputs("cohort-tool: out of memory\n", stderr);
+        return NULL;
+    }
+    memcpy(p, dir, a);
+    size_t n = a;
+    if (n == 0 || p[n - 1] != '/')
+        p[n++] = '/';
+    memcpy(p + n, name, b + 1);
+    return p;
+}
+
+/* The one positional DIR argument after getopt; prints the problem otherwise. */
+static const char *single_dir_arg(const char *cmd, int argc, char **argv)
+{
+    if (optind >= argc) {
+        usage_error(cmd, "missing the checkpoint folder DIR");
+        return NULL;
+    }
+    if (optind + 1 < argc) {
+        usage_error(cmd, "unexpected argument '%s' (only one DIR is taken)", argv[optind + 1]);
+        return NULL;
+    }
+    return argv[optind];
+}
+
+/* Read one line (any length) into *buf; strips the newline and a trailing CR.
+ * Returns the length, -1 at end of input, -2 on a read error (errno set). */
+static long read_line(FILE *in, char **buf, size_t *cap)
+{
+    errno = 0;
+    ssize_t n = getline(buf, cap, in);
+    if (n < 0)
+        return ferror(in) ? -2 : -1;
+    while (n > 0 && ((*buf)[n - 1] == '\n' || (*buf)[n - 1] == '\r'))
+        (*buf)[--n] = '\0';
+    return (long)n;
+}
+
+static int is_blank(const char *s)
+{
+    for (; *s; s++)
+        if (*s != ' ' && *s != '\t')
+            return 0;
+    return 1;
+}
+
+/* Parse a whole line as one JSON object; err names the problem. */
+static int parse_json_object(const char *line, cJSON **out, coh_err *err)
+{
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithOpts(line, &end, 1);
+    if (!j) {
+        long at = end ? (long)(end - line) : 0;
+        return coh_fail(err, COH_EFORMAT, "not valid JSON (parse error near column %ld)", at + 1);
+    }
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return coh_fail(err, COH_EFORMAT, "expected a JSON object {...}");
+    }
+    *out = j;
+    return COH_OK;
+}
+
+/* An integer-valued JSON number in [lo, hi]. */
+static int json_to_int(const cJSON *item, const char *what, long lo, long hi, int *out,
+                       coh_err *err)
+{
+    if (!cJSON_IsNumber(item))
+        return coh_fail(err, COH_EFORMAT, "%s must be an integer", what);
+    double v = item->valuedouble;
+    if (!isfinite(v) || v != floor(v))
+        return coh_fail(err, COH_EFORMAT, "%s is %g; it must be an integer", what, v);
+    if (v < (double)lo || v > (double)hi)
+        return coh_fail(err, COH_ERANGE, "%s is %.0f; it must be in [%ld, %ld]", what, v, lo, hi);
+    *out = (int)v;
+    return COH_OK;
+}
+
+/* obj[key] as an array of token ids in [0, V), 2..max_len entries; *ids malloc'd. */
+static int json_tokens(const cJSON *obj, int V, int max_len, int **ids, int *n, coh_err *err)
+{
+    *ids = NULL;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, "tokens");
+    if (!arr)
+        return coh_fail(err, COH_EFORMAT, "\"tokens\" is missing; expected {\"tokens\": [id, ...]}");
+    if (!cJSON_IsArray(arr))
+        return coh_fail(err, COH_EFORMAT, "\"tokens\" must be an array of token ids");
+    int len = cJSON_GetArraySize(arr);
+    if (len < 2)
+        return coh_fail(err, COH_ESHAPE,
+                        "\"tokens\" has %d id(s); at least 2 are needed (a token and one to "
+                        "predict)",
+                        len);
+    if (len > max_len)
+        return coh_fail(err, COH_ERANGE,
+                        "\"tokens\" has %d ids, more than max_position_embeddings = %d; "
+                        "shorten the sequence",
+                        len, max_len);
+    int *p = malloc((size_t)len * sizeof *p);
+    if (!p)
+        return coh_fail(err, COH_ENOMEM, "out of memory for %d tokens", len);
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        char what[48];
+        snprintf(what, sizeof what, "tokens[%d]", i);
+        int rc = json_to_int(it, what, 0, (long)V - 1, &p[i], err);
+        if (rc) {
+            free(p);
+            if (rc == COH_ERANGE)
+                return coh_fail(err, COH_ERANGE,
+                                "tokens[%d] = %.0f is outside the vocabulary [0, %d)", i,
+                                it->valuedouble, V);
+            return rc;
+        }
+        i++;
+    }
+    *ids = p;
+    *n = len;
+    return COH_OK;
+}
+
+/* obj[key] as exactly n finite numbers; *vals malloc'd. */
+static int json_floats(const cJSON *arr, const char *key, int n, float **vals, coh_err *err)
+{
+    *vals = NULL;
+    if (!cJSON_IsArray(arr))
+        return coh_fail(err, COH_EFORMAT, "\"%s\" must be an array of numbers", key);
+    int len = cJSON_GetArraySize(arr);
+    if (len != n)
+        return coh_fail(err, COH_ESHAPE,
+                        "\"%s\" has %d entries; it needs one per completion token, "
+                        "len(tokens) - prompt_len = %d",
+                        key, len, n);
+    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof *p);
+    if (!p)
+        return coh_fail(err, COH_ENOMEM, "out of memory for %d numbers", n);
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) || fabs(it->valuedouble) > 3.0e38) {
+            free(p);
+            return coh_fail(err, COH_ENONFINITE, "\"%s\"[%d] must be a finite number", key, i);
+        }
+        p[i++] = (float)it->valuedouble;
+    }
+    *vals = p;
+    return COH_OK;
+}
+
+/* ---- init ------------------------------------------------------------------------------ */
+
+static int cmd_init(int argc, char **argv)
+{
+    const char *cmd = "init";
+    const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"out", required_argument, NULL, 'o'},
+        {"seed", required_argument, NULL, 's'},   {"force", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *out_dir = NULL;
+    uint64_t seed = 0;
+    int force = 0, ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': config_path = optarg; break;
+        case 'o': out_dir = optarg; break;
+        case 's':
+            if (parse_seed_opt(cmd, optarg, &seed))
+                return EXIT_USAGE;
+            break;
+        case 'f': force = 1; break;
+        case 'h': fputs(USAGE_INIT, stdout); return 0;
+        default: return usage_error(cmd, NULL);
+        }
+    }
+    if (optind < argc)
+        return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!config_path || !out_dir)
+        return usage_error(cmd, "both --config config.json and --out DIR are required");
+
+    coh_err err;
+    coh_err_clear(&err);
+    model_config cfg;
+    if (model_config_load(config_path, &cfg, &err))
+        return report(&err, "cannot use the config %s", config_path);
+
+    char *weights = join_path(out_dir, CKPT_WEIGHTS);
+    if (!weights)
+        return EXIT_FAIL;
+    int exists = fs_exists(weights);
+    free(weights);
+    if (exists && !force) {
+        fprintf(stderr,
+                "cohort-tool: %s already holds a checkpoint (%s); choose another --out or pass "
+                "--force to overwrite it\n",
+                out_dir, CKPT_WEIGHTS);
+        return EXIT_FAIL;
+    }
+
+    model *m = NULL;
+    tokenizer *tok = NULL;
+    int rc = EXIT_FAIL;
+    if (model_create(&cfg, &m, &err)) {
+        report(&err, "cannot create a model from %s", config_path);
+        goto out;
+    }
+    model_init_random(m, seed);
+    if (tok_create_default(&tok, &err)) {
+        report(&err, "cannot create the built-in tokenizer");
+        goto out;
+    }
+    int tok_v = tok_vocab_size(tok);
+    if (cfg.vocab_size < tok_v) {
+        fprintf(stderr,
+                "cohort-tool: note: vocab_size %d is smaller than the built-in tokenizer's %d "
+                "ids, so the checkpoint is saved without tokenizer.json; 'sample' will not work "
+                "on it, 'logprobs' and 'grad' (token ids) will\n",
+                cfg.vocab_size, tok_v);
+        tok_destroy(tok);
+        tok = NULL;
+    }
+    if (ckpt_save(out_dir, m, tok, &err)) {
+        report(&err, "cannot write the checkpoint to %s", out_dir);
+        goto out;
+    }
+    printf("wrote %s: %zu parameters, seed %llu, tokenizer %s\n", out_dir, model_num_params(m),
+           (unsigned long long)seed, tok ? "built-in (cohort-char)" : "none");
+    rc = 0;
+out:
+    tok_destroy(tok);
+    model_destroy(m);
+    return rc;
+}
+
+/* ---- inspect --------------------------------------------------------------------------- */
+
+static const char *dtype_str(st_dtype d)
+{
+    switch (d) {
+    case ST_F32: return "F32";
+    case ST_F16: return "F16";
+    case ST_BF16: return "BF16";
+    }
+    return "?";
+}
+
+/* The double whose shortest decimal form reads back as f (1e-05f -> 1e-05, not
+ * 9.99999974737875e-06), so JSON shows the number the config file held. */
+static double float_as_decimal(float f)
+{
+    char buf[32];
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        double d = strtod(buf, NULL);
+        if ((float)d == f)
+            return d;
+    }
+    return (double)f;
+}
+
+/* "[a, b]" into buf. */
+static void shape_str(const long long *shape, int ndim, char *buf, size_t cap)
+{
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int d = 0; d < ndim && n < cap; d++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", d ? ", " : "", shape[d]);
+    if (n < cap)
+        snprintf(buf + n, cap - n, "]");
+}
+
+/* Append a printf-formatted problem to a cJSON array of strings. */
+static void add_problem(cJSON *problems, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_problem(cJSON *problems, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cJSON_AddItemToArray(problems, cJSON_CreateString(msg));
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+    const char *cmd = "inspect";
+    const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    int as_json = 0, ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'j': as_json = 1; break;
+        case 'h': fputs(USAGE_INSPECT, stdout); return 0;
+        default: return usage_error(cmd, NULL);
+        }
+    }
+    const char *dir = single_dir_arg(cmd, argc, argv);
+    if (!dir)
+        return EXIT_USAGE;
+
+    coh_err err;
+    coh_err_clear(&err);
+    int rc = EXIT_FAIL;
+    char *cfg_path = join_path(dir, CKPT_CONFIG), *w_path = join_path(dir, CKPT_WEIGHTS),
+         *tok_path = join_path(dir, TOK_FILE);
+    st_file *f = NULL;
+    model *m = NULL;
+    tokenizer *tok = NULL;
+    cJSON *problems = cJSON_CreateArray(), *root = NULL;
+    model_config cfg;
+    if (!cfg_path || !w_path || !tok_path || !problems)
+        goto out;
+    if (model_config_load(cfg_path, &cfg, &err)) {
+        report(&err, "cannot read %s", cfg_path);
+        goto out;
+    }
+    if (st_open(w_path, &f, &err)) {
+        report(&err, "cannot read %s", w_path);
+        goto out;
+    }
+    if (model_create(&cfg, &m, &err)) {
+        report(&err, "the config %s does not describe a valid model", cfg_path);
+        goto out;
+    }
+    int has_tok = fs_exists(tok_path);
+    if (has_tok && tok_load(tok_path, &tok, &err))
+        add_problem(problems, "tokenizer.json cannot be loaded: %s", err.msg);
+    if (tok && tok_vocab_size(tok) > cfg.vocab_size)
+        add_problem(problems, "the tokenizer has %d ids but vocab_size is %d",
+                    tok_vocab_size(tok), cfg.vocab_size);
+
+    /* weights against the config */
+    size_t file_params = 0;
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor_info *ti = st_info(f, i);
+        file_params += ti->numel;
+        if (!model_find_tensor(m, ti->name))
+            add_problem(problems, "tensor %s is not part of a model with this config",
+                        ti->name);
+    }
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        const model_tensor *mt = model_tensor_at(m, i);
+        const st_tensor_info *ti = st_find(f, mt->name);
+        if (!ti) {
+            add_problem(problems, "tensor %s is missing from %s", mt->name, CKPT_WEIGHTS);
+            continue;
+        }
+        int same = ti->ndim == mt->ndim;
+        for (int d = 0; same && d < mt->ndim; d++)
+            same = ti->shape[d] == (long long)mt->shape[d];
+        if (!same) {
+            char want[64], got[64];
+            long long ws[2] = {mt->shape[0], mt->shape[1]};
+            shape_str(ws, mt->ndim, want, sizeof want);
+            shape_str(ti->shape, ti->ndim, got, sizeof got);
+            add_problem(problems, "tensor %s has shape %s but the config implies %s", mt->name,
+                        got, want);
+        }
+    }
+    const char *crc = st_metadata(f, "cohort_crc32");
+    int hd = cfg.dim / cfg.n_heads;
+
+    if (as_json) {
+        root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "dir", dir);
+        cJSON *c = cJSON_AddObjectToObject(root, "config");
+        cJSON *tensors = cJSON_CreateArray();
+        if (!root || !c || !tensors) {
+            cJSON_Delete(tensors);
+            fputs("cohort-tool: out of memory\n", stderr);
+            goto out;
+        }
+        cJSON_AddNumberToObject(c, "vocab_size", cfg.vocab_size);
+        cJSON_AddNumberToObject(c, "hidden_size", cfg.dim);
+        cJSON_AddNumberToObject(c, "intermediate_size", cfg.hidden_dim);
+        cJSON_AddNumberToObject(c, "num_hidden_layers", cfg.n_layers);
+        cJSON_AddNumberToObject(c, "num_attention_heads", cfg.n_heads);
+        cJSON_AddNumberToObject(c, "num_key_value_heads", cfg.n_kv_heads);
+        cJSON_AddNumberToObject(c, "head_dim", hd);
+        cJSON_AddNumberToObject(c, "rms_norm_eps", float_as_decimal(cfg.rms_eps));
+        cJSON_AddNumberToObject(c, "rope_theta", float_as_decimal(cfg.rope_theta));
+        cJSON_AddNumberToObject(c, "max_position_embeddings", cfg.max_seq);
+        cJSON_AddBoolToObject(c, "tie_word_embeddings", cfg.tie_embeddings);
+        cJSON *t = cJSON_AddObjectToObject(root, "tokenizer");
+        cJSON_AddBoolToObject(t, "present", tok != NULL);
+        if (tok)
+            cJSON_AddNumberToObject(t, "vocab_size", tok_vocab_size(tok));
+        cJSON_AddItemToObject(root, "tensors", tensors);
+        for (int i = 0; i < st_count(f); i++) {
+            const st_tensor_info *ti = st_info(f, i);
+            cJSON *e = cJSON_CreateObject();
+            cJSON *sh = cJSON_CreateArray();
+            cJSON_AddItemToArray(tensors, e);
+            cJSON_AddStringToObject(e, "name", ti->name);
+            for (int d = 0; d < ti->ndim; d++)
+                cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)ti->shape[d]));
+            cJSON_AddItemToObject(e, "shape", sh);
+            cJSON_AddStringToObject(e, "dtype", dtype_str(ti->dtype));
+            cJSON_AddNumberToObject(e, "numel", (double)ti->numel);
+        }
+        cJSON_AddNumberToObject(root, "parameters", (double)file_params);
+        cJSON_AddNumberToObject(root, "config_parameters", (double)model_num_params(m));
+        cJSON_AddBoolToObject(root, "checksum", crc != NULL);
+        cJSON_AddItemToObject(root, "problems", problems);
+        problems = NULL; /* owned by root now */
+        char *text = cJSON_PrintUnformatted(root);
+        if (!text) {
+            fputs("cohort-tool: out of memory\n", stderr);
+            goto out;
+        }
+        puts(text);
+        cJSON_free(text);
+    } else {
+        printf("checkpoint %s\n", dir);
+        printf("config (%s)\n", cfg_path);
+        printf("  vocab_size               %d\n", cfg.vocab_size);
+        printf("  hidden_size              %d\n", cfg.dim);
+        printf("  intermediate_size        %d\n", cfg.hidden_dim);
+        printf("  num_hidden_layers        %d\n", cfg.n_layers);
+        printf("  num_attention_heads      %d (head_dim %d)\n", cfg.n_heads, hd);
+        printf("  num_key_value_heads      %d\n", cfg.n_kv_heads);
+        printf("  rms_norm_eps             %g\n", (double)cfg.rms_eps);
+        printf("  rope_theta               %g\n", (double)cfg.rope_theta);
+        printf("  max_position_embeddings  %d\n", cfg.max_seq);
+        printf("  tie_word_embeddings      %s\n", cfg.tie_embeddings ? "true" : "false");
+        if (tok)
+            printf("tokenizer: cohort-char, %d ids\n", tok_vocab_size(tok));
+        else if (!has_tok)
+            printf("tokenizer: none (no %s: 'sample' needs one; 'logprobs' and 'grad' work on "
+                   "token ids)\n",
+                   TOK_FILE);
+        else
+            printf("tokenizer: present but unreadable (see problems)\n");
+        printf("tensors (%d in %s%s)\n", st_count(f), CKPT_WEIGHTS,
+               crc ? ", checksum verified" : ", no checksum");
+        for (int i = 0; i < st_count(f); i++) {
+            const st_tensor_info *ti = st_info(f, i);
+            char sh[96];
+            shape_str(ti->shape, ti->ndim, sh, sizeof sh);
+            printf("  %-48s %-14s %s\n", ti->name, sh, dtype_str(ti->dtype));
+        }
+        printf("parameters: %zu (%.2f MB as F32)\n", file_params, (double)file_params * 4.0 / 1e6);
+        int np = cJSON_GetArraySize(problems);
+        if (np > 0) {
+            printf("problems (%d): this checkpoint will not load as it is\n", np);
+            const cJSON *it;
+            cJSON_ArrayForEach(it, problems) printf("  - %s\n", it->valuestring);
+        }
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "cohort-tool: cannot write the output: %s\n", strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    cJSON_Delete(root);
+    cJSON_Delete(problems);
+    tok_destroy(tok);
+    model_destroy(m);
+    st_close(f);
+    free(cfg_path);
+    free(w_path);
+    free(tok_path);
+    return rc;
+}
+
+/* ---- sample ---------------------------------------------------------------------------- */
+
+static int cmd_sample(int argc, char **argv)
+{
+    const char *cmd = "sample";
+    const struct option opts[] = {
+        {"prompt", required_argument, NULL, 'p'},
+        {"num", required_argument, NULL, 'n'},
+        {"temperature", required_argument, NULL, 't'},
+        {"top-p", required_argument, NULL, 'P'},
+        {"top-k", required_argument, NULL, 'k'},
+        {"seed", required_argument, NULL, 's'},
+        {"max-new-tokens", required_argument, NULL, 'm'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *prompt = NULL;
+    int n = 1, verbose = 0, ch;
+    uint64_t seed = 0;
+    sample_params sp = sample_params_default();
+    sp.eos_id = TOK_EOS;
+    while ((ch = getopt_long(argc, argv, "hn:v", opts, NULL)) != -1) {
+        int bad = 0;
+        switch (ch) {
+        case 'p': prompt = optarg; break;
+        case 'n': bad = parse_int_opt(cmd, "-n", optarg, 1, 4096, &n); break;
+        case 't': bad = parse_float_opt(cmd, "--temperature", optarg, &sp.temperature); break;
+        case 'P': bad = parse_float_opt(cmd, "--top-p", optarg, &sp.top_p); break;
+        case 'k': bad = parse_int_opt(cmd, "--top-k", optarg, 0, INT_MAX, &sp.top_k); break;
+        case 's': bad = parse_seed_opt(cmd, optarg, &seed); break;
+        case 'm':
+            bad = parse_int_opt(cmd, "--max-new-tokens", optarg, 1, INT_MAX, &sp.max_new_tokens);
+            break;
+        case 'v': verbose = 1; break;
+        case 'h': fputs(USAGE_SAMPLE, stdout); return 0;
+        default: return usage_error(cmd, NULL);
+        }
+        if (bad)
+            return EXIT_USAGE;
+    }
+    const char *dir = single_dir_arg(cmd, argc, argv);
+    if (!dir)
+        return EXIT_USAGE;
+    if (!prompt)
+        return usage_error(cmd, "--prompt TEXT is required");
+    if (!(sp.temperature > 0.0f))
+        return usage_error(cmd, "--temperature must be > 0, got %g", (double)sp.temperature);
+    if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f))
+        return usage_error(cmd, "--top-p must be in (0, 1], got %g", (double)sp.top_p);
+
+    coh_err err;
+    coh_err_clear(&err);
+    model *m = NULL;
+    tokenizer *tok = NULL;
+    sampler *s = NULL;
+    int *ids = NULL, *out_tok = NULL, *lens = NULL;
+    float *out_lp = NULL;
+    char *text = NULL;
+    int rc = EXIT_FAIL;
+    if (ckpt_load(dir, &m, &tok, &err)) {
+        report(&err, "cannot load the checkpoint %s", dir);
+        goto out;
+    }
+    if (!tok) {
+        fprintf(stderr,
+                "cohort-tool: the checkpoint %s has no %s, so text commands like 'sample' "
+                "cannot encode the prompt or decode completions; 'cohort-tool logprobs' and "
+                "'cohort-tool grad' work on token ids and do not need it\n",
+                dir, TOK_FILE);
+        goto out;
+    }
+    const model_config *c = model_get_config(m);
+    ids = malloc((size_t)c->max_seq * sizeof *ids);
+    if (!ids) {
+        fputs("cohort-tool: out of memory\n", stderr);
+        goto out;
+    }
+    ids[0] = TOK_BOS;
+    int np = 0;
+    if (tok_encode(tok, prompt, ids + 1, c->max_seq - 1, &np, &err)) {
+        if (err.code == COH_ERANGE)
+            report(&err, "the prompt does not fit in max_position_embeddings = %d", c->max_seq);
+        else
+            report(&err, "cannot encode the prompt");
+        goto out;
+    }
+    int plen = np + 1;
+    if ((long)plen + sp.max_new_tokens > c->max_seq) {
+        fprintf(stderr,
+                "cohort-tool: <bos> + prompt (%d tokens) + --max-new-tokens %d exceeds "
+                "max_position_embeddings = %d; use --max-new-tokens %d or a shorter prompt\n",
+                plen, sp.max_new_tokens, c->max_seq, c->max_seq - plen);
+        goto out;
+    }
+    size_t cells = (size_t)n * (size_t)sp.max_new_tokens;
+    out_tok = malloc(cells * sizeof *out_tok);
+    out_lp = malloc(cells * sizeof *out_lp);
+    lens = malloc((size_t)n * sizeof *lens);
+    size_t text_cap = (size_t)sp.max_new_tokens + 1;
+    text = malloc(text_cap);
+    if (!out_tok || !out_lp || !lens || !text) {
+        fputs("cohort-tool: out of memory\n", stderr);
+        goto out;
+    }
+    if (sampler_create(m, n, plen + sp.max_new_tokens, &s, &err)) {
+        report(&err, "cannot create the sampler");
+        goto out;
+    }
+    rng r;
+    rng_init(&r, seed);
+    if (sampler_generate(s, ids, plen, n, &sp, &r, out_tok, out_lp, NULL, lens, &err)) {
+        report(&err, "sampling failed");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const int *row = out_tok + (size_t)i * sp.max_new_tokens;
+        tok_decode(tok, row, lens[i], text, text_cap);
+        if (verbose) {
+            double sum = 0.0;
+            for (int k = 0; k < lens[i]; k++)
+                sum += out_lp[(size_t)i * sp.max_new_tokens + k];
+            printf("%.6f\t%s\n", sum, text);
+        } else {
+            printf("%s\n", text);
+        }
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "cohort-tool: cannot write the output: %s\n", strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    sampler_destroy(s);
+    tok_destroy(tok);
+    model_destroy(m);
+    free(ids);
+    free(out_tok);
+    free(out_lp);
+    free(lens);
+    free(text);
+    return rc;
+}
+
+/* ---- logprobs -------------------------------------------------------------------------- */
+
+/* Log-probabilities of one parsed line into lp[0..n-1). */
+static int line_logprobs(const model *m, model_ws *ws, const int *ids, int n, float temperature,
+                         float *lp, coh_err *err)
+{
+    int rc = model_forward(m, ws, ids, 1, n, err);
+    if (rc)
+        return rc;
+    int V = model_get_config(m)->vocab_size;
+    const float *logits = model_ws_logits(ws);
+    for (int t = 0; t + 1 < n; t++) {
+        sm_logp_entropy(logits + (size_t)t * V, V, temperature, ids[t + 1], &lp[t], NULL);
+        if (!isfinite(lp[t]))
+            return coh_fail(err, COH_ENONFINITE,
+                            "log p(tokens[%d]) is %g; the model's logits are not finite (a "
+                            "corrupt checkpoint?) or the temperature is too small",
+                            t + 1, (double)lp[t]);
+    }
+    return COH_OK;
+}
+
+static int cmd_logprobs(int argc, char **argv)
+{
+    const char *cmd = "logprobs";
+    const struct option opts[] = {{"temperature", required_argument, NULL, 't'},
+                                  {"help", no_argument, NULL, 'h'},
+                                  {NULL, 0, NULL, 0}};
+    float temperature = 1.0f;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 't':
+            if (parse_float_opt(cmd, "--temperature", optarg, &temperature))
+                return EXIT_USAGE;
+            break;
+        case 'h': fputs(USAGE_LOGPROBS, stdout); return 0;
+        default: return usage_error(cmd, NULL);
+        }
+    }
+    const char *dir = single_dir_arg(cmd, argc, argv);
+    if (!dir)
+        return EXIT_USAGE;
+    if (!(temperature > 0.0f))
+        return usage_error(cmd, "--temperature must be > 0, got %g", (double)temperature);
+
+    coh_err err;
+    coh_err_clear(&err);
+    model *m = NULL;
+    model_ws *ws = NULL;
+    float *lp = NULL;
+    char *line = NULL, *out = NULL;
+    size_t line_cap = 0;
+    int rc = EXIT_FAIL;
+    if (ckpt_load(dir, &m, NULL, &err)) {
+        report(&err, "cannot load the checkpoint %s", dir);
+        goto out;
+    }
+    const model_config *c = model_get_config(m);
+    if (model_ws_create(m, 1, c->max_seq, &ws, &err)) {
+        report(&err, "cannot allocate the forward workspace");
+        goto out;
+    }
+    lp = malloc((size_t)c->max_seq * sizeof *lp);
+    /* "{\"logprobs\": [" + up to 16 chars and ", " per number + "]}\n" */
+    size_t out_cap = (size_t)c->max_seq * 20 + 32;
+    out = malloc(out_cap);
+    if (!lp || !out) {
+        fputs("cohort-tool: out of memory\n", stderr);
+        goto out;
+    }
+    long lineno = 0, len;
+    while ((len = read_line(stdin, &line, &line_cap)) >= 0) {
+        lineno++;
+        if (is_blank(line))
+            continue;
+        cJSON *j = NULL;
+        int *ids = NULL, n = 0;
+        int bad = parse_json_object(line, &j, &err);
+        if (!bad)
+            bad = json_tokens(j, c->vocab_size, c->max_seq, &ids, &n, &err);
+        if (!bad)
+            bad = line_logprobs(m, ws, ids, n, temperature, lp, &err);
+        cJSON_Delete(j);
+        free(ids);
+        if (bad) {
+            fflush(stdout);
+            report(&err, "stdin line %ld", lineno);
+            goto out;
+        }
+        size_t k = (size_t)snprintf(out, out_cap, "{\"logprobs\": [");
+        for (int t = 0; t + 1 < n; t++)
+            k += (size_t)snprintf(out + k, out_cap - k, "%s%.9g", t ? ", " : "", (double)lp[t]);
+        k += (size_t)snprintf(out + k, out_cap - k, "]}\n");
+        if (fwrite(out, 1, k, stdout) != k) {
+            fprintf(stderr, "cohort-tool: cannot write the output: %s\n", strerror(errno));
+            goto out;
+        }
+    }
+    if (len == -2) {
+        fprintf(stderr, "cohort-tool: cannot read stdin after line %ld: %s\n", lineno,
+                strerror(errno));
+        goto out;
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "cohort-tool: cannot write the output: %s\n", strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    free(line);
+    free(out);
+    free(lp);
+    model_ws_destroy(ws);
+    model_destroy(m);
+    return rc;
+}
+
+/* ---- grad ------------------------------------------------------------------------------ */
+
+/* One completion of the batch file. */
+typedef struct batch_line {
+    int group, prompt_len, len;
+    double reward;
+    int *tokens;   /* [len] */
+    float *blp;    /* [len - prompt_len] behaviour log-probs; NULL when absent (sft) */
+} batch_line;
+
+typedef struct batch {
+    batch_line *lines;
+    int n, cap;
+    int max_len;
+} batch;
+
+static void batch_free(batch *b)
+{
+    for (int i = 0; i < b->n; i++) {
+        free(b->lines[i].tokens);
+        free(b->lines[i].blp);
+    }
+    free(b->lines);
+    memset(b, 0, sizeof *b);
+}
+
+/* Parse and validate one batch line. */
+static int parse_batch_line(const char *text, const model_config *c, loss_mode mode,
+                            batch_line *bl, coh_err *err)
+{
+    memset(bl, 0, sizeof *bl);
+    cJSON *j = NULL;
+    int rc = parse_json_object(text, &j, err);
+    if (rc)
+        return rc;
+    int rl = mode == LOSS_RL;
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(j, "group");
+    const cJSON *pl = cJSON_GetObjectItemCaseSensitive(j, "prompt_len");
+    const cJSON *rw = cJSON_GetObjectItemCaseSensitive(j, "reward");
+    const cJSON *bh = cJSON_GetObjectItemCaseSensitive(j, "behaviour_logprobs");
+    if (g)
+        rc = json_to_int(g, "\"group\"", INT_MIN, INT_MAX, &bl->group, err);
+    else if (rl)
+        rc = coh_fail(err, COH_EFORMAT, "\"group\" is missing (an integer naming the prompt)");
+    if (!rc)
+        rc = json_tokens(j, c->vocab_size, c->max_seq, &bl->tokens, &bl->len, err);
+    if (!rc) {
+        if (!pl)
+            rc = coh_fail(err, COH_EFORMAT,
+                          "\"prompt_len\" is missing (how many leading tokens are prompt)");
+        else if ((rc = json_to_int(pl, "\"prompt_len\"", INT_MIN, INT_MAX, &bl->prompt_len,
+                                   err)) == COH_OK &&
+                 (bl->prompt_len < 1 || bl->prompt_len >= bl->len))
+            rc = coh_fail(err, COH_ERANGE,
+                          "\"prompt_len\" is %d but the line has %d tokens; it must be in "
+                          "[1, %d] so that at least one completion token follows the prompt",
+                          bl->prompt_len, bl->len, bl->len - 1);
+    }
+    if (!rc) {
+        if (rw) {
+            if (!cJSON_IsNumber(rw) || !isfinite(rw->valuedouble))
+                rc = coh_fail(err, COH_ENONFINITE, "\"reward\" must be a finite number");
+            else
+                bl->reward = rw->valuedouble;
+        } else if (rl) {
+            rc = coh_fail(err, COH_EFORMAT, "\"reward\" is missing (a finite number)");
+        }
+    }
+    if (!rc) {
+        if (bh)
+            rc = json_floats(bh, "behaviour_logprobs", bl->len - bl->prompt_len, &bl->blp, err);
+        else if (rl)
+            rc = coh_fail(err, COH_EFORMAT,
+                          "\"behaviour_logprobs\" is missing; RL mode needs the sampler's "
+                          "log-probability of each of the %d completion tokens (or use "
+                          "--mode sft)",
+                          bl->len - bl->prompt_len);
+    }
+    cJSON_Delete(j);
+    if (rc) {
+        free(bl->tokens);
+        free(bl->blp);
+        memset(bl, 0, sizeof *bl);
+    }
+    return rc;
+}
+
+/* Read the whole batch file; every line validated, problems named by line number. */
+static int read_batch(const char *path, const model_config *c, loss_mode mode, batch *b)
+{
+    memset(b, 0, sizeof *b);
+    int from_stdin = strcmp(path, "-") == 0;
+    FILE *in = from_stdin ? stdin : fopen(path, "r");
+    if (!in) {
+        fprintf(stderr, "cohort-tool: cannot open the batch file %s: %s\n", path,
+                strerror(errno));
+        return EXIT_FAIL;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    long lineno = 0, len;
+    int rc = EXIT_FAIL;
+    coh_err err;
+    coh_err_clear(&err);
+    while ((len = read_line(in, &line, &cap)) >= 0) {
+        lineno++;
+        if (is_blank(line))
+            continue;
+        if (b->n == b->cap) {
+            int ncap = b->cap ? 2 * b->cap : 16;
+            batch_line *p = realloc(b->lines, (size_t)ncap * sizeof *p);
+            if (!p) {
+                fputs("cohort-tool: out of memory reading the batch\n", stderr);
+                goto out;
+            }
+            b->lines = p;
+            b->cap = ncap;
+        }
+        if (parse_batch_line(line, c, mode, &b->lines[b->n], &err)) {
+            report(&err, "%s line %ld", path, lineno);
+            goto out;
+        }
+        if (b->lines[b->n].len > b->max_len)
+            b->max_len = b->lines[b->n].len;
+        b->n++;
+    }
+    if (len == -2) {
+        fprintf(stderr, "cohort-tool: cannot read %s after line %ld: %s\n", path, lineno,
+                strerror(errno));
+        goto out;
+    }
+    if (b->n == 0) {
+        fprintf(stderr, "cohort-tool: the batch file %s holds no completions\n", path);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(line);
+    if (!from_stdin)
+        fclose(in);
+    if (rc)
+        batch_free(b);
+    return rc;
+}
+
+/* Reference log-probabilities of every completion token: ref[b*T + k]. */
+static int reference_logprobs(const char *ref_dir, const model_config *pc, const batch *bt,
+                              const int *tokens, int T, float temperature, float *ref)
+{
+    coh_err err;
+    coh_err_clear(&err);
+    model *rm = NULL;
+    model_ws *ws = NULL;
+    int rc = EXIT_FAIL;
+    if (ckpt_load(ref_dir, &rm, NULL, &err)) {
+        report(&err, "cannot load the reference checkpoint %s", ref_dir);
+        goto out;
+    }
+    const model_config *rc_cfg = model_get_config(rm);
+    if (rc_cfg->vocab_size != pc->vocab_size) {
+        fprintf(stderr,
+                "cohort-tool: the reference %s has vocab_size %d but the policy has %d; the KL "
+                "needs both over the same vocabulary (use the policy's initial checkpoint)\n",
+                ref_dir, rc_cfg->vocab_size, pc->vocab_size);
+        goto out;
+    }
+    if (rc_cfg->max_seq < T) {
+        fprintf(stderr,
+                "cohort-tool: the reference %s allows %d positions but the batch has sequences "
+                "of %d tokens\n",
+                ref_dir, rc_cfg->max_seq, T);
+        goto out;
+    }
+    if (model_ws_create(rm, bt->n, T, &ws, &err) || model_forward(rm, ws, tokens, bt->n, T, &err)) {
+        report(&err, "reference forward pass failed");
+        goto out;
+    }
+    int V = pc->vocab_size;
+    const float *logits = model_ws_logits(ws);
+    for (int b = 0; b < bt->n; b++) {
+        const batch_line *bl = &bt->lines[b];
+        for (int k = 0; k < bl->len - bl->prompt_len; k++) {
+            int row = bl->prompt_len + k - 1;
+            float *dst = &ref[(size_t)b * T + k];
+            sm_logp_entropy(logits + ((size_t)b * T + row) * V, V, temperature,
+                            bl->tokens[row + 1], dst, NULL);
+        }
+    }
+    rc = 0;
+out:
+    model_ws_destroy(ws);
+    model_destroy(rm);
+    return rc;
+}
+
+/* Gradients under the parameters' own names (the model's table omits lm_head when tied). */
+static int write_grads(const char *path, const model *m, const float *grads)
+{
+    int n = model_num_tensors(m);
+    st_entry *e = calloc((size_t)n, sizeof *e);
+    if (!e) {
+        fputs("cohort-tool: out of memory\n", stderr);
+        return EXIT_FAIL;
+    }
+    for (int i = 0; i < n; i++) {
+        const model_tensor *t = model_tensor_at(m, i);
+        e[i].name = t->name;
+        e[i].ndim = t->ndim;
+        e[i].shape[0] = t->shape[0];
+        e[i].shape[1] = t->shape[1];
+        e[i].data = grads + t->offset;
+    }
+    const char *const meta[] = {"cohort_content", "gradient", NULL};
+    coh_err err;
+    coh_err_clear(&err);
+    int rc = st_write(path, e, n, meta, &err);
+    free(e);
+    if (rc)
+        return report(&err, "cannot write the gradients to %s", path);
+    return 0;
+}
+
+/* Print the loss statistics as one JSON object. */
+static int print_loss_json(const loss_stats *ls, const loss_adv_stats *as)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return EXIT_FAIL;
+    cJSON_AddNumberToObject(o, "loss", ls->loss);
+    cJSON_AddNumberToObject(o, "kl", ls->kl);
+    cJSON_AddNumberToObject(o, "clip_frac", ls->clip_frac);
+    cJSON_AddNumberToObject(o, "entropy", ls->entropy);
+    cJSON_AddNumberToObject(o, "tokens", (double)ls->tokens);
+    cJSON_AddNumberToObject(o, "groups", as->groups);
+    cJSON_AddNumberToObject(o, "zero_signal_groups", as->zero_signal_groups);
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!text) {
+        fputs("cohort-tool: out of memory\n", stderr);
+        return EXIT_FAIL;
+    }
+    puts(text);
+    cJSON_free(text);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "cohort-tool: cannot write the output: %s\n", strerror(errno));
+        return EXIT_FAIL;
+    }
+    return 0;
+}
+
+static int cmd_grad(int argc, char **argv)
+{
+    const char *cmd = "grad";
+    enum {
+        O_BATCH = 256, O_OUT, O_REF, O_MODE, O_EST, O_EPS_LOW, O_EPS_HIGH, O_BETA, O_ENT,
+        O_AGG, O_MAXNEW, O_TEMP, O_DROP
+    };
+    const struct option opts[] = {
+        {"batch", required_argument, NULL, O_BATCH},
+        {"out", required_argument, NULL, O_OUT},
+        {"ref", required_argument, NULL, O_REF},
+        {"mode", required_argument, NULL, O_MODE},
+        {"estimator", required_argument, NULL, O_EST},
+        {"eps-low", required_argument, NULL, O_EPS_LOW},
+        {"eps-high", required_argument, NULL, O_EPS_HIGH},
+        {"beta", required_argument, NULL, O_BETA},
+        {"entropy-coef", required_argument, NULL, O_ENT},
+        {"aggregation", required_argument, NULL, O_AGG},
+        {"max-new-tokens", required_argument, NULL, O_MAXNEW},
+        {"temperature", required_argument, NULL, O_TEMP},
+        {"drop-zero-signal", no_argument, NULL, O_DROP},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *batch_path = NULL, *out_path = NULL, *ref_dir = NULL;
+    loss_config lc = loss_config_default();
+    coh_err err;
+    coh_err_clear(&err);
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        int bad = 0;
+        switch (ch) {
+        case O_BATCH: batch_path = optarg; break;
+        case O_OUT: out_path = optarg; break;
+        case O_REF: ref_dir = optarg; break;
+        case O_MODE:
+            if (loss_parse_mode(optarg, &lc.mode, &err))
+                return usage_error(cmd, "--mode: %s", err.msg);
+            break;
+        case O_EST:
+            if (loss_parse_estimator(optarg, &lc.estimator, &err))
+                return usage_error(cmd, "--estimator: %s", err.msg);
+            break;
+        case O_AGG:
+            if (loss_parse_aggregation(optarg, &lc.aggregation, &err))
+                return usage_error(cmd, "--aggregation: %s", err.msg);
+            break;
+        case O_EPS_LOW: bad = parse_float_opt(cmd, "--eps-low", optarg, &lc.eps_low); break;
+        case O_EPS_HIGH: bad = parse_float_opt(cmd, "--eps-high", optarg, &lc.eps_high); break;
+        case O_BETA: bad = parse_float_opt(cmd, "--beta", optarg, &lc.beta); break;
+        case O_ENT: bad = parse_float_opt(cmd, "--entropy-coef", optarg, &lc.entropy_coef); break;
+        case O_TEMP: bad = parse_float_opt(cmd, "--temperature", optarg, &lc.temperature); break;
+        case O_MAXNEW:
+            bad = parse_int_opt(cmd, "--max-new-tokens", optarg, 1, INT_MAX, &lc.max_new_tokens);
+            break;
+        case O_DROP: lc.drop_zero_signal = 1; break;
+        case 'h': fputs(USAGE_GRAD, stdout); return 0;
+        default: return usage_error(cmd, NULL);
+        }
+        if (bad)
+            return EXIT_USAGE;
+    }
+    const char *dir = single_dir_arg(cmd, argc, argv);
+    if (!dir)
+        return EXIT_USAGE;
+    if (!batch_path || !out_path)
+        return usage_error(cmd, "both --batch batch.jsonl and --out grads.safetensors are "
+                                "required");
+    if (!(lc.temperature > 0.0f))
+        return usage_error(cmd, "--temperature must be > 0, got %g", (double)lc.temperature);
+    if (!(lc.beta >= 0.0f))
+        return usage_error(cmd, "--beta must be >= 0, got %g", (double)lc.beta);
+    int need_ref = loss_needs_ref(&lc);
+    if (need_ref && !ref_dir)
+        return usage_error(cmd,
+                           "--beta %g puts a KL term to the reference policy into the %s loss, "
+                           "so it needs --ref REFDIR (e.g. the checkpoint training started "
+                           "from); or use --beta 0",
+                           (double)lc.beta, loss_estimator_name(lc.estimator));
+    if (ref_dir && !need_ref)
+        fprintf(stderr, "cohort-tool: note: --ref %s is not used (%s)\n", ref_dir,
+                lc.mode == LOSS_SFT ? "--mode sft has no KL term" : "--beta is 0");
+
+    model *m = NULL;
+    model_ws *ws = NULL;
+    batch bt;
+    memset(&bt, 0, sizeof bt);
+    int *tokens = NULL, *use = NULL;
+    float *adv = NULL, *ref = NULL, *grads = NULL;
+    loss_seq *seqs = NULL;
+    int rc = EXIT_FAIL;
+    if (ckpt_load(dir, &m, NULL, &err)) {
+        report(&err, "cannot load the checkpoint %s", dir);
+        goto out;
+    }
+    const model_config *c = model_get_config(m);
+    if (read_batch(batch_path, c, lc.mode, &bt))
+        goto out;
+    int B = bt.n, T = bt.max_len;
+    if (T < 2)
+        T = 2;
+    size_t BT = (size_t)B * (size_t)T;
+    tokens = calloc(BT, sizeof *tokens); /* padded with TOK_PAD = 0 */
+    adv = calloc(BT, sizeof *adv);
+    ref = need_ref ? calloc(BT, sizeof *ref) : NULL;
+    use = calloc((size_t)B, sizeof *use);
+    seqs = calloc((size_t)B, sizeof *seqs);
+    grads = calloc(model_num_params(m), sizeof *grads);
+    if (!tokens || !adv || (need_ref && !ref) || !use || !seqs || !grads) {
+        fprintf(stderr, "cohort-tool: out of memory for a batch of %d x %d tokens\n", B, T);
+        goto out;
+    }
+    for (int b = 0; b < B; b++) {
+        const batch_line *bl = &bt.lines[b];
+        memcpy(tokens + (size_t)b * T, bl->tokens, (size_t)bl->len * sizeof *tokens);
+        seqs[b].tokens = bl->tokens;
+        seqs[b].group = bl->group;
+        seqs[b].prompt_len = bl->prompt_len;
+        seqs[b].len = bl->len;
+        seqs[b].reward = bl->reward;
+        seqs[b].behaviour_logp = bl->blp;
+        seqs[b].ref_logp = need_ref ? ref + (size_t)b * T : NULL;
+    }
+    if (need_ref && reference_logprobs(ref_dir, c, &bt, tokens, T, lc.temperature, ref))
+        goto out;
+
+    if (model_ws_create(m, B, T, &ws, &err)) {
+        report(&err, "cannot allocate the workspace for %d sequences of %d tokens", B, T);
+        goto out;
+    }
+    if (model_forward(m, ws, tokens, B, T, &err)) {
+        report(&err, "forward pass failed");
+        goto out;
+    }
+    loss_adv_stats as;
+    loss_stats ls;
+    if (loss_advantages(&lc, seqs, B, T, adv, use, &as, &err)) {
+        report(&err, "cannot compute the advantages (sequence numbers count batch lines from 0)");
+        goto out;
+    }
+    float *dlogits = model_ws_dlogits(ws);
+    if (loss_compute(&lc, seqs, B, T, adv, use, model_ws_logits(ws), c->vocab_size, dlogits, &ls,
+                     &err)) {
+        report(&err, "cannot compute the loss (sequence numbers count batch lines from 0)");
+        goto out;
+    }
+    if (!isfinite(ls.loss)) {
+        fprintf(stderr, "cohort-tool: the loss is %g; the checkpoint or the batch holds values "
+                        "that overflow\n", ls.loss);
+        goto out;
+    }
+    if (model_backward(m, ws, dlogits, grads, &err)) {
+        report(&err, "backward pass failed");
+        goto out;
+    }
+    if (as.used_seqs == 0)
+        fprintf(stderr, "cohort-tool: note: every group was dropped (--drop-zero-signal and all "
+                        "rewards equal within each group); the gradient is zero\n");
+    if (write_grads(out_path, m, grads))
+        goto out;
+    rc = print_loss_json(&ls, &as);
+out:
+    free(tokens);
+    free(adv);
+    free(ref);
+    free(use);
+    free(seqs);
+    free(grads);
+    batch_free(&bt);
+    model_ws_destroy(ws);
+    model_destroy(m);
+    return rc;
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+typedef struct tool_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} tool_command;
+
+static const tool_command COMMANDS[] = {
+    {"init", cmd_init},         {"inspect", cmd_inspect}, {"sample", cmd_sample},
+    {"logprobs", cmd_logprobs}, {"grad", cmd_grad},
+};
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(USAGE_MAIN, stderr);
+        return EXIT_USAGE;
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
+        fputs(USAGE_MAIN, stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (strcmp(sub, COMMANDS[i].name) == 0)
+            return COMMANDS[i].run(argc - 1, argv + 1); /* argv[0] of the command is its name */
+    fprintf(stderr, "cohort-tool: unknown command '%s'\n\n%s", sub, USAGE_MAIN);
+    return EXIT_USAGE;
+}
