@@ -2,6 +2,10 @@
 #include "linalg.h"
 
 #include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 void la_linear(float *y, const float *x, const float *W, int N, int n_in, int n_out, int acc)
 {
@@ -34,4 +38,31 @@ void la_set_threads(int n)
 {
     if (n > 0)
         openblas_set_num_threads(n);
+}
+
+void la_blas_autoselect(char **argv)
+{
+    if (getenv("OPENBLAS_CORETYPE") || getenv("COHORT_KEEP_BLAS_KERNELS"))
+        return;
+    const char *core = openblas_get_corename();
+    if (!core || (strcmp(core, "Prescott") != 0 && strcmp(core, "Core2") != 0 &&
+                  strcmp(core, "Nehalem") != 0 && strcmp(core, "Sandybridge") != 0))
+        return;
+    __builtin_cpu_init();
+    const char *pick = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        pick = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        pick = "Haswell";
+    if (!pick)
+        return;
+    fprintf(stderr,
+            "note: OpenBLAS chose its generic %s kernels on a CPU that runs %s kernels; "
+            "restarting with OPENBLAS_CORETYPE=%s (set OPENBLAS_CORETYPE or "
+            "COHORT_KEEP_BLAS_KERNELS=1 to choose yourself)\n",
+            core, pick, pick);
+    setenv("OPENBLAS_CORETYPE", pick, 1);
+    execv("/proc/self/exe", argv);
+    fprintf(stderr, "note: re-exec failed; continuing with %s kernels\n", core);
 }

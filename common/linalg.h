@@ -20,6 +20,14 @@ void la_linear_dw(float *dW, const float *dy, const float *x, int N, int n_in, i
 const char *la_blas_corename(void);
 const char *la_blas_config(void);
 int la_blas_threads(void);
+/* OpenBLAS 0.3.21 does not recognise some newer CPUs and falls back to its generic
+ * "Prescott" kernels, 3-5x slower than the AVX2/AVX-512 ones the CPU can run. Called first
+ * thing in main(): when OPENBLAS_CORETYPE is unset, COHORT_KEEP_BLAS_KERNELS is unset, and
+ * OpenBLAS chose a generic kernel set on a CPU with AVX-512 (or AVX2), set OPENBLAS_CORETYPE
+ * to SkylakeX (or Haswell) and re-execute the program (OpenBLAS reads the variable only when
+ * it loads). Prints one line to stderr saying so. Returns only when nothing is to be done or
+ * the re-exec failed. */
+void la_blas_autoselect(char **argv);
 /* Size OpenBLAS's thread pool (the only pool Cohort's math uses). n <= 0 leaves it alone. */
 void la_set_threads(int n);
 

@@ -69,7 +69,9 @@ static const char USAGE_INSPECT[] =
     "usage: cohort-tool inspect DIR [--json]\n"
     "\n"
     "Print the config, every tensor of model.safetensors with its shape and dtype, the\n"
-    "tokenizer and the parameter count, and any mismatch between config and weights.\n"
+    "tokenizer and the parameter count. Mismatches between config and weights (which\n"
+    "would stop the checkpoint from loading) are listed under \"problems\"; inspect still\n"
+    "exits 0 for them.\n"
     "\n"
     "  --json   one machine-readable JSON object instead of text\n";
 
@@ -290,7 +292,8 @@ static int json_tokens(const cJSON *obj, int V, int max_len, int **ids, int *n, 
     *ids = NULL;
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, "tokens");
     if (!arr)
-        return coh_fail(err, COH_EFORMAT, "\"tokens\" is missing; expected {\"tokens\": [id, ...]}");
+        return coh_fail(err, COH_EFORMAT,
+                        "\"tokens\" is missing; expected {\"tokens\": [id, ...]}");
     if (!cJSON_IsArray(arr))
         return coh_fail(err, COH_EFORMAT, "\"tokens\" must be an array of token ids");
     int len = cJSON_GetArraySize(arr);
@@ -329,7 +332,7 @@ static int json_tokens(const cJSON *obj, int V, int max_len, int **ids, int *n, 
     return COH_OK;
 }
 
-/* obj[key] as exactly n finite numbers; *vals malloc'd. */
+/* arr (the value of key) as exactly n finite numbers; *vals malloc'd. */
 static int json_floats(const cJSON *arr, const char *key, int n, float **vals, coh_err *err)
 {
     *vals = NULL;
@@ -480,7 +483,8 @@ static void shape_str(const long long *shape, int ndim, char *buf, size_t cap)
 }
 
 /* Append a printf-formatted problem to a cJSON array of strings. */
-static void add_problem(cJSON *problems, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_problem(cJSON *problems, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void add_problem(cJSON *problems, const char *fmt, ...)
 {
     char msg[512];
@@ -1383,9 +1387,15 @@ int main(int argc, char **argv)
         fputs(USAGE_MAIN, stdout);
         return 0;
     }
-    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        if (strcmp(sub, COMMANDS[i].name) == 0)
-            return COMMANDS[i].run(argc - 1, argv + 1); /* argv[0] of the command is its name */
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++) {
+        if (strcmp(sub, COMMANDS[i].name) != 0)
+            continue;
+        /* the command sees argv[0] = "cohort-tool NAME", which getopt's messages show */
+        char prog[64];
+        snprintf(prog, sizeof prog, "cohort-tool %s", COMMANDS[i].name);
+        argv[1] = prog;
+        return COMMANDS[i].run(argc - 1, argv + 1);
+    }
     fprintf(stderr, "cohort-tool: unknown command '%s'\n\n%s", sub, USAGE_MAIN);
     return EXIT_USAGE;
 }

@@ -82,6 +82,7 @@ int main(int argc, char **argv)
         {"eval-every", 1, 0, O_EVAL_EVERY}, {"eval-size", 1, 0, O_EVAL_SIZE},
         {"ckpt-every", 1, 0, O_CKPT}, {"log-every", 1, 0, O_LOG}, {"quiet", 0, 0, O_QUIET},
         {"threads", 1, 0, O_THREADS}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+    la_blas_autoselect(argv);
     trainer_config c = trainer_config_default();
     int resume = 0, threads = 1, opt;
     coh_err err;

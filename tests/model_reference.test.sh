@@ -60,7 +60,8 @@ for name in gqa tied; do
     compare "$name init F32 temperature 0.7" "$name" "$name.seqs.jsonl" 0.7
     for dt in BF16 F16; do
         "$PY" "$REF" convert "$name" "$name.$dt" --dtype "$dt"
-        "$TOOL" inspect "$name.$dt" | grep -q "model.norm.weight .* $dt" \
+        "$TOOL" inspect "$name.$dt" > "$name.$dt.inspect.txt"
+        grep -q "model.norm.weight .* $dt" "$name.$dt.inspect.txt" \
             || { echo "FAIL: inspect does not report $dt for $name.$dt" >&2; exit 1; }
         compare "$name init $dt" "$name.$dt" "$name.seqs.jsonl"
     done
