@@ -20,12 +20,14 @@ static void usage(FILE *f)
             "usage: cohort-train [options]\n"
             "  --out DIR              run folder (metrics.jsonl, checkpoints/) [runs/addition]\n"
             "  --task NAME            addition | countdown | reverse | sort [addition]\n"
-            "  --digits N             addition operand digits [3]\n"
+            "  --digits N             addition operand digits [2]\n"
             "  --init DIR             start from this checkpoint instead of a random policy\n"
             "  --model-config FILE    config.json of the random policy to create\n"
             "  --seed N               [1]\n"
             "  --resume               continue from OUT/checkpoints/latest\n"
             "  --sft-steps N --sft-batch N --sft-lr X --sft-warmup N\n"
+            "  --sft-demos N          SFT cycles through only N demonstrations (0 = unlimited)\n"
+            "  --sft-until ACC        end SFT at the first evaluation reaching ACC (0 = off)\n"
             "  --raft-steps N --raft-threshold X\n"
             "  --rl-steps N --prompts N --group-size G --rl-lr X --rl-warmup N\n"
             "  --estimator grpo|drgrpo|rloo|reinforce|reinforce_pp\n"
@@ -57,7 +59,7 @@ static void progress_line(const trainer_metrics *m, long total)
 
 enum {
     O_OUT = 1000, O_TASK, O_DIGITS, O_INIT, O_MCFG, O_SEED, O_RESUME, O_SFT_STEPS, O_SFT_BATCH,
-    O_SFT_LR, O_SFT_WARM, O_RAFT_STEPS, O_RAFT_THR, O_RL_STEPS, O_PROMPTS, O_GROUP, O_RL_LR,
+    O_SFT_LR, O_SFT_WARM, O_SFT_UNTIL, O_SFT_DEMOS, O_RAFT_STEPS, O_RAFT_THR, O_RL_STEPS, O_PROMPTS, O_GROUP, O_RL_LR,
     O_RL_WARM, O_EST, O_AGG, O_EPS_LOW, O_EPS_HIGH, O_BETA, O_ENT, O_TEMP, O_MAXNEW, O_DROP,
     O_FMT, O_WD, O_CLIP, O_SCHED, O_EVAL_EVERY, O_EVAL_SIZE, O_CKPT, O_LOG, O_QUIET, O_THREADS,
     O_HELP
@@ -70,7 +72,8 @@ int main(int argc, char **argv)
         {"init", 1, 0, O_INIT}, {"model-config", 1, 0, O_MCFG}, {"seed", 1, 0, O_SEED},
         {"resume", 0, 0, O_RESUME}, {"sft-steps", 1, 0, O_SFT_STEPS},
         {"sft-batch", 1, 0, O_SFT_BATCH}, {"sft-lr", 1, 0, O_SFT_LR},
-        {"sft-warmup", 1, 0, O_SFT_WARM}, {"raft-steps", 1, 0, O_RAFT_STEPS},
+        {"sft-warmup", 1, 0, O_SFT_WARM}, {"sft-until", 1, 0, O_SFT_UNTIL},
+        {"sft-demos", 1, 0, O_SFT_DEMOS}, {"raft-steps", 1, 0, O_RAFT_STEPS},
         {"raft-threshold", 1, 0, O_RAFT_THR}, {"rl-steps", 1, 0, O_RL_STEPS},
         {"prompts", 1, 0, O_PROMPTS}, {"group-size", 1, 0, O_GROUP}, {"rl-lr", 1, 0, O_RL_LR},
         {"rl-warmup", 1, 0, O_RL_WARM}, {"estimator", 1, 0, O_EST},
@@ -101,6 +104,8 @@ int main(int argc, char **argv)
         case O_SFT_BATCH: c.sft_batch = atoi(optarg); break;
         case O_SFT_LR: c.sft_lr = strtof(optarg, NULL); break;
         case O_SFT_WARM: c.sft_warmup = atoi(optarg); break;
+        case O_SFT_UNTIL: c.sft_until = strtof(optarg, NULL); break;
+        case O_SFT_DEMOS: c.sft_demos = atoi(optarg); break;
         case O_RAFT_STEPS: c.raft_steps = atoi(optarg); break;
         case O_RAFT_THR: c.raft_threshold = strtof(optarg, NULL); break;
         case O_RL_STEPS: c.rl_steps = atoi(optarg); break;
@@ -165,6 +170,7 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     int rc = 0;
+    const char *last_phase = "";
     while (trainer_has_next(t) && !g_stop) {
         trainer_metrics m;
         if (trainer_step(t, &m, &err)) {
@@ -174,6 +180,9 @@ int main(int argc, char **argv)
             break;
         }
         int sft = strcmp(m.phase, "sft") == 0;
+        if (!c.quiet && strcmp(m.phase, last_phase) != 0)
+            printf("---- phase %s from step %ld ----\n", m.phase, m.step);
+        last_phase = m.phase;
         if (!c.quiet && (!sft || m.eval_accuracy >= 0 || c.log_every_sft <= 1 ||
                          m.step % c.log_every_sft == 0))
             progress_line(&m, total);

@@ -30,6 +30,7 @@ struct trainer {
     rng rng;
     long step;          /* completed optimizer steps */
     uint64_t cursor;    /* next training item index */
+    int until_hits;     /* consecutive SFT evaluations at or above sft_until */
     double time_base;   /* seconds already spent before this process (resume) */
     double t0;          /* wall clock at create */
     FILE *metrics;
@@ -92,19 +93,21 @@ trainer_config trainer_config_default(void)
     snprintf(c.out_dir, sizeof c.out_dir, "runs/addition");
     snprintf(c.task, sizeof c.task, "addition");
     c.task_cfg = task_config_default();
+    c.task_cfg.digits = 2;
     c.model = model_config_default(98);
     c.model.max_seq = 32;
     c.seed = 1;
-    c.sft_steps = 2000;
+    c.sft_steps = 1000;
+    c.sft_until = 0.15f;
     c.sft_batch = 64;
     c.sft_lr = 3e-3f;
     c.sft_warmup = 20;
     c.raft_steps = 0;
     c.raft_threshold = 1.0f;
-    c.rl_steps = 200;
+    c.rl_steps = 500;
     c.prompts_per_step = 32;
-    c.group_size = 8;
-    c.rl_lr = 3e-4f;
+    c.group_size = 16;
+    c.rl_lr = 5e-4f;
     c.rl_warmup = 0;
     c.loss = loss_config_default();
     c.optim = optim_config_default();
@@ -115,7 +118,7 @@ trainer_config trainer_config_default(void)
     c.sampling.eos_id = TOK_EOS;
     c.loss.max_new_tokens = c.sampling.max_new_tokens;
     c.format_weight = 0.0f;
-    c.eval_every = 50;
+    c.eval_every = 25;
     c.eval_size = 200;
     c.ckpt_every = 100;
     c.log_every_sft = 20;
@@ -158,6 +161,8 @@ static cJSON *settings_json(const trainer_config *c)
     cJSON_AddNumberToObject(o, "sft_steps", c->sft_steps);
     cJSON_AddNumberToObject(o, "sft_batch", c->sft_batch);
     cJSON_AddNumberToObject(o, "sft_lr", c->sft_lr);
+    cJSON_AddNumberToObject(o, "sft_until", c->sft_until);
+    cJSON_AddNumberToObject(o, "sft_demos", c->sft_demos);
     cJSON_AddNumberToObject(o, "raft_steps", c->raft_steps);
     cJSON_AddNumberToObject(o, "raft_threshold", c->raft_threshold);
     cJSON_AddNumberToObject(o, "rl_steps", c->rl_steps);
@@ -174,7 +179,7 @@ static cJSON *settings_json(const trainer_config *c)
 }
 
 /* Restore algorithm settings recorded in a checkpoint (step counts are the caller's). */
-static int settings_apply(trainer_config *c, const cJSON *o, coh_err *err)
+static int settings_apply(trainer_config *c, const cJSON *o, long step, coh_err *err)
 {
 #define NUM(key, dst)                                                              \
     do {                                                                           \
@@ -218,9 +223,16 @@ static int settings_apply(trainer_config *c, const cJSON *o, coh_err *err)
     s = cJSON_GetObjectItemCaseSensitive(o, "drop_zero_signal");
     if (cJSON_IsBool(s))
         c->loss.drop_zero_signal = cJSON_IsTrue(s);
-    /* the completed phases must keep their lengths for the step -> phase mapping */
-    v = c->sft_steps; NUM("sft_steps", v); if ((int)v > c->sft_steps) c->sft_steps = (int)v;
-    v = c->raft_steps; NUM("raft_steps", v); if ((int)v > c->raft_steps) c->raft_steps = (int)v;
+    v = c->sft_until; NUM("sft_until", v); c->sft_until = (float)v;
+    v = c->sft_demos; NUM("sft_demos", v); c->sft_demos = (int)v;
+    /* A completed phase keeps its recorded length (the step -> phase mapping depends on it);
+     * a phase still to finish may be lengthened from the command line. */
+    v = -1; NUM("sft_steps", v);
+    if (v >= 0 && (step >= (long)v || (int)v > c->sft_steps))
+        c->sft_steps = (int)v;
+    v = -1; NUM("raft_steps", v);
+    if (v >= 0 && (step >= (long)v + c->sft_steps || (int)v > c->raft_steps))
+        c->raft_steps = (int)v;
 #undef NUM
     c->sampling.temperature = c->loss.temperature;
     c->loss.max_new_tokens = c->sampling.max_new_tokens;
@@ -343,8 +355,8 @@ static int resume_from_latest(trainer *t, coh_err *err)
                         "damaged or was not written by cohort-train",
                         path);
     }
-    rc = settings_apply(&t->c, settings, err);
     t->step = (long)step->valuedouble;
+    rc = settings_apply(&t->c, settings, t->step, err);
     t->cursor = strtoull(cur->valuestring, NULL, 10);
     for (int i = 0; i < 4; i++)
         t->rng.s[i] = strtoull(cJSON_GetArrayItem(rngj, i)->valuestring, NULL, 16);
@@ -582,7 +594,9 @@ static int build_sft_batch(trainer *t, int *B_out, coh_err *err)
     int ids[256], comp[256];
     for (int b = 0; b < t->c.sft_batch; b++) {
         task_item it;
-        task_train_item(t->task, t->cursor++, &it);
+        uint64_t idx = t->cursor++;
+        /* a limited demonstration set is cycled through; RL prompts come after it */
+        task_train_item(t->task, t->c.sft_demos > 0 ? idx % (uint64_t)t->c.sft_demos : idx, &it);
         int plen = encode_prompt(t, it.prompt, ids, 256, err);
         if (plen < 0)
             return plen;
@@ -842,6 +856,13 @@ int trainer_step(trainer *t, trainer_metrics *m, coh_err *err)
     if ((c->eval_every > 0 && t->step % c->eval_every == 0) || (phase_end && c->eval_every > 0)) {
         if ((rc = trainer_evaluate(t, 0, &m->eval_accuracy, err)))
             return rc;
+    }
+    /* --sft-until: the warm start ends as soon as the policy reaches the accuracy */
+    if (phase == PHASE_SFT && c->sft_until > 0 && m->eval_accuracy >= 0) {
+        /* two evaluations in a row, so that one lucky evaluation does not end it */
+        t->until_hits = m->eval_accuracy >= (double)c->sft_until ? t->until_hits + 1 : 0;
+        if (t->until_hits >= 2 && !phase_end)
+            c->sft_steps = (int)t->step;
     }
     m->time_s = t->time_base + now_s() - t->t0;
     write_metrics(t, m);

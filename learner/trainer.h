@@ -41,6 +41,9 @@ typedef struct trainer_config {
     int sft_steps, sft_batch;
     float sft_lr;
     int sft_warmup;
+    int sft_demos;          /* > 0: SFT cycles through only this many demonstrations */
+    float sft_until;        /* > 0: end SFT early once two evaluations in a row reach this
+                             * held-out accuracy (sft_steps is then the maximum) */
 
     int raft_steps;
     float raft_threshold;   /* keep completions with reward >= this */

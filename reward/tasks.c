@@ -204,8 +204,10 @@ static uint64_t pow10_u64(int e)
 
 static int gen_addition(const task_config *c, rng *r, task_item *out)
 {
-    uint64_t lim = pow10_u64(c->digits);
-    uint64_t a = rng_below(r, lim), b = rng_below(r, lim);
+    /* operands have exactly `digits` digits (0 is allowed only for 1-digit addition), so
+     * every prompt of a task has the same length */
+    uint64_t lo = c->digits > 1 ? pow10_u64(c->digits - 1) : 0, hi = pow10_u64(c->digits);
+    uint64_t a = lo + rng_below(r, hi - lo), b = lo + rng_below(r, hi - lo);
     snprintf(out->prompt, sizeof out->prompt, "%" PRIu64 "+%" PRIu64 "=", a, b);
     snprintf(out->answer, sizeof out->answer, "%" PRIu64, a + b);
     snprintf(out->meta, sizeof out->meta, "{\"a\":%" PRIu64 ",\"b\":%" PRIu64 "}", a, b);

@@ -52,6 +52,7 @@ static trainer_config small_config(const char *sub)
     c.loss.beta = 0.05f;
     c.loss.entropy_coef = 0.01f;
     c.eval_every = 3;
+    c.sft_until = 0.0f;
     c.eval_size = 10;
     c.ckpt_every = 0;
     c.quiet = 1;
