@@ -9,7 +9,7 @@ bash deploy/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target cohort-train cohort-tool >/dev/null
 OUT=${COHORT_OUT:-runs/addition}
-./build/cohort-train --out "$OUT" "$@"
+./build/cohort-train --out "$OUT" --threads "$(nproc)" "$@"
 if command -v gnuplot >/dev/null && [ -s "$OUT/metrics.jsonl" ]; then
   bash deploy/plot-metrics.sh "$OUT/metrics.jsonl" "$OUT/metrics.png" && echo "plot: $OUT/metrics.png"
 fi

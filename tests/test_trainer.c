@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,39 @@ static void test_metrics_and_checkpoints(void **state)
     assert_int_equal(access(path, F_OK), 0);
 }
 
+/* A non-finite loss or gradient skips the update: the step is reported skipped and every
+ * weight is left exactly as it was; training goes on. */
+static void test_nonfinite_step_is_skipped(void **state)
+{
+    (void)state;
+    coh_err err;
+    trainer_config c = small_config("nan");
+    trainer *t = NULL;
+    assert_int_equal(trainer_create(&c, 0, &t, &err), COH_OK);
+    trainer_metrics m;
+    assert_int_equal(trainer_step(t, &m, &err), COH_OK);
+    assert_int_equal(m.skipped, 0);
+    model *p = trainer_policy(t);
+    const model_tensor *norm = model_find_tensor(p, "model.norm.weight");
+    assert_non_null(norm);
+    float *w = model_params(p);
+    w[norm->offset] = (float)NAN; /* poisons every logit */
+    size_t n = model_num_params(p);
+    float *before = malloc(n * sizeof(float));
+    memcpy(before, w, n * sizeof(float));
+    assert_int_equal(trainer_step(t, &m, &err), COH_OK);
+    assert_int_equal(m.skipped, 1);
+    assert_memory_equal(before, model_params(p), n * sizeof(float));
+    /* repaired weights train again */
+    w[norm->offset] = 1.0f;
+    before[norm->offset] = 1.0f;
+    assert_int_equal(trainer_step(t, &m, &err), COH_OK);
+    assert_int_equal(m.skipped, 0);
+    assert_true(memcmp(before, model_params(p), n * sizeof(float)) != 0);
+    free(before);
+    trainer_destroy(t);
+}
+
 static void test_resume_without_checkpoint_fails(void **state)
 {
     (void)state;
@@ -181,6 +215,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_metrics_and_checkpoints),
+        cmocka_unit_test(test_nonfinite_step_is_skipped),
         cmocka_unit_test(test_resume_without_checkpoint_fails),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
