@@ -26,6 +26,7 @@ set xlabel "step"
 set ylabel "reward / accuracy"
 set y2label "KL"
 set ytics nomirror
+set y2range [0:*]
 set y2tics
 set key left top
 set grid

@@ -348,6 +348,8 @@ static int resume_from_latest(trainer *t, coh_err *err)
     const cJSON *settings = cJSON_GetObjectItemCaseSensitive(st, "settings");
     const cJSON *adam = cJSON_GetObjectItemCaseSensitive(st, "adam_steps");
     const cJSON *tim = cJSON_GetObjectItemCaseSensitive(st, "time_s");
+    const cJSON *hits = cJSON_GetObjectItemCaseSensitive(st, "sft_until_hits");
+    t->until_hits = cJSON_IsNumber(hits) ? (int)hits->valuedouble : 0;
     if (!cJSON_IsNumber(step) || !cJSON_IsString(cur) || !cJSON_IsArray(rngj) ||
         cJSON_GetArraySize(rngj) != 4 || !cJSON_IsObject(settings) || !cJSON_IsNumber(adam)) {
         cJSON_Delete(st);
@@ -515,6 +517,7 @@ int trainer_checkpoint(trainer *t, coh_err *err)
         cJSON_AddItemToArray(r, cJSON_CreateString(num));
     }
     cJSON_AddNumberToObject(st, "adam_steps", (double)adamw_steps(t->opt));
+    cJSON_AddNumberToObject(st, "sft_until_hits", t->until_hits);
     cJSON_AddNumberToObject(st, "time_s", t->time_base + now_s() - t->t0);
     if (t->ref)
         cJSON_AddStringToObject(st, "reference", "../../reference");
