@@ -131,6 +131,27 @@ static int load_tensors(const st_file *f, model *m, const char *wpath, coh_err *
     return COH_OK;
 }
 
+/* The tensors a checkpoint stores, in table order (lm_head left out when tied). entries must
+ * hold model_num_tensors(m) items; returns how many were filled. */
+static int fill_entries(const model *m, st_entry *e)
+{
+    const model_config *c = model_get_config(m);
+    const float *params = model_params_const(m);
+    int n = 0;
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        const model_tensor *t = model_tensor_at(m, i);
+        if (skip_tensor(c, t))
+            continue;
+        e[n].name = t->name;
+        e[n].ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++)
+            e[n].shape[d] = t->shape[d];
+        e[n].data = params + t->offset;
+        n++;
+    }
+    return n;
+}
+
 /* ---- public API --------------------------------------------------------------------- */
 
 int ckpt_save(const char *dir, const model *m, const tokenizer *tok, coh_err *err)
@@ -156,19 +177,7 @@ int ckpt_save(const char *dir, const model *m, const tokenizer *tok, coh_err *er
         rc = coh_fail(err, COH_ENOMEM, "out of memory saving checkpoint '%s'", dir);
         goto out;
     }
-    const float *params = model_params_const(m);
-    int n = 0;
-    for (int i = 0; i < nt; i++) {
-        const model_tensor *t = model_tensor_at(m, i);
-        if (skip_tensor(c, t))
-            continue;
-        e[n].name = t->name;
-        e[n].ndim = t->ndim;
-        for (int d = 0; d < t->ndim; d++)
-            e[n].shape[d] = t->shape[d];
-        e[n].data = params + t->offset;
-        n++;
-    }
+    int n = fill_entries(m, e);
     /* Weights first, config second: a folder whose config.json exists has its weights. */
     if ((rc = st_write(wpath, e, n, NULL, err)) != COH_OK)
         goto out;
@@ -264,4 +273,53 @@ out:
     free(wpath);
     free(tpath);
     return rc;
+}
+
+int ckpt_to_buffer(const model *m, char **config_json, void **weights, size_t *weights_len,
+                   coh_err *err)
+{
+    if (!m || !config_json || !weights || !weights_len)
+        return coh_fail(err, COH_EINVAL, "ckpt_to_buffer: NULL argument");
+    *config_json = NULL;
+    *weights = NULL;
+    *weights_len = 0;
+    st_entry *e = calloc((size_t)model_num_tensors(m) + 1, sizeof *e);
+    if (!e)
+        return coh_fail(err, COH_ENOMEM, "out of memory serialising the policy");
+    int n = fill_entries(m, e);
+    int rc = st_write_buffer(e, n, NULL, weights, weights_len, err);
+    free(e);
+    if (rc == COH_OK)
+        rc = model_config_to_json(model_get_config(m), config_json, err);
+    if (rc != COH_OK) {
+        free(*weights);
+        *weights = NULL;
+        *weights_len = 0;
+    }
+    return rc;
+}
+
+int ckpt_from_buffer(const char *config_json, size_t config_len, const void *weights,
+                     size_t weights_len, model **m_out, coh_err *err)
+{
+    if (m_out)
+        *m_out = NULL;
+    if (!config_json || !m_out)
+        return coh_fail(err, COH_EINVAL, "ckpt_from_buffer: NULL argument");
+    model_config c;
+    int rc = model_config_parse(config_json, config_len, &c, err);
+    if (rc != COH_OK)
+        return coh_wrap(err, rc, "received config.json");
+    model *m = NULL;
+    st_file *f = NULL;
+    if ((rc = model_create(&c, &m, err)) == COH_OK &&
+        (rc = st_open_buffer(weights, weights_len, "received weights", &f, err)) == COH_OK)
+        rc = load_tensors(f, m, "received weights", err);
+    st_close(f);
+    if (rc != COH_OK) {
+        model_destroy(m);
+        return rc;
+    }
+    *m_out = m;
+    return COH_OK;
 }

@@ -25,4 +25,12 @@ int ckpt_save(const char *dir, const model *m, const tokenizer *tok, coh_err *er
  * tokenizer.json. On failure *m_out is NULL. */
 int ckpt_load(const char *dir, model **m_out, tokenizer **tok_out, coh_err *err);
 
+/* The same two files in memory, for weight broadcast: config_json (malloc'd text) and
+ * weights (a malloc'd safetensors blob with its CRC-32), both owned by the caller. */
+int ckpt_to_buffer(const model *m, char **config_json, void **weights, size_t *weights_len,
+                   coh_err *err);
+/* Build a model from such a pair, with every check ckpt_load makes. */
+int ckpt_from_buffer(const char *config_json, size_t config_len, const void *weights,
+                     size_t weights_len, model **m_out, coh_err *err);
+
 #endif

@@ -49,6 +49,9 @@ int model_config_validate(const model_config *c, coh_err *err);
  * tie_word_embeddings false). Writing is atomic (temp file, fsync, rename). */
 int model_config_load(const char *path, model_config *out, coh_err *err);
 int model_config_save(const char *path, const model_config *c, coh_err *err);
+/* The same JSON in memory: *out is malloc'd text (free it); parse reads such text. */
+int model_config_to_json(const model_config *c, char **out, coh_err *err);
+int model_config_parse(const char *text, size_t len, model_config *out, coh_err *err);
 
 /* ---- parameters -------------------------------------------------------------------- */
 

@@ -243,13 +243,14 @@ static cJSON *add_raw_float(cJSON *root, const char *key, float v)
     return cJSON_AddRawToObject(root, key, buf);
 }
 
-int model_config_save(const char *path, const model_config *c, coh_err *err)
+int model_config_to_json(const model_config *c, char **out, coh_err *err)
 {
-    if (!path || !c)
-        return coh_fail(err, COH_EINVAL, "model_config_save: NULL argument");
+    if (!c || !out)
+        return coh_fail(err, COH_EINVAL, "model_config_to_json: NULL argument");
+    *out = NULL;
     int rc = model_config_validate(c, err);
     if (rc != COH_OK)
-        return coh_wrap(err, rc, "not writing config '%s'", path);
+        return rc;
 
     const char *arch[] = {"LlamaForCausalLM"};
     cJSON *root = cJSON_CreateObject();
@@ -277,10 +278,41 @@ int model_config_save(const char *path, const model_config *c, coh_err *err)
     char *text = ok ? cJSON_Print(root) : NULL;
     cJSON_Delete(root);
     if (!text)
-        return coh_fail(err, COH_ENOMEM, "out of memory writing config '%s'", path);
+        return coh_fail(err, COH_ENOMEM, "out of memory formatting config.json");
+    /* hand back plain malloc'd memory (cJSON may use its own allocator hooks) */
+    *out = strdup(text);
+    cJSON_free(text);
+    if (!*out)
+        return coh_fail(err, COH_ENOMEM, "out of memory formatting config.json");
+    return COH_OK;
+}
+
+int model_config_parse(const char *text, size_t len, model_config *out, coh_err *err)
+{
+    if (!text || !out)
+        return coh_fail(err, COH_EINVAL, "model_config_parse: NULL argument");
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    if (!root)
+        return coh_fail(err, COH_EFORMAT, "config.json text is not valid JSON");
+    model_config c;
+    int rc = config_from_json(root, &c, err);
+    cJSON_Delete(root);
+    if (rc == COH_OK)
+        *out = c;
+    return rc;
+}
+
+int model_config_save(const char *path, const model_config *c, coh_err *err)
+{
+    if (!path || !c)
+        return coh_fail(err, COH_EINVAL, "model_config_save: NULL argument");
+    char *text = NULL;
+    int rc = model_config_to_json(c, &text, err);
+    if (rc != COH_OK)
+        return coh_wrap(err, rc, "not writing config '%s'", path);
     const void *parts[2] = {text, "\n"};
     size_t lens[2] = {strlen(text), 1};
     rc = fs_write_atomic_iov(path, parts, lens, 2, err);
-    cJSON_free(text);
+    free(text);
     return rc;
 }

@@ -479,6 +479,32 @@ int st_open(const char *path, st_file **out, coh_err *err)
     return COH_OK;
 }
 
+int st_open_buffer(const void *data, size_t len, const char *label, st_file **out, coh_err *err)
+{
+    if (out)
+        *out = NULL;
+    if ((!data && len) || !out)
+        return coh_fail(err, COH_EINVAL, "st_open_buffer: NULL argument");
+    if (!label)
+        label = "in-memory safetensors";
+    st_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->buf = malloc(len + 1))) {
+        free(f);
+        return coh_fail(err, COH_ENOMEM, "out of memory reading %s (%zu bytes)", label, len);
+    }
+    if (len)
+        memcpy(f->buf, data, len);
+    f->buf[len] = '\0';
+    f->len = len;
+    int rc = parse_file(f, err);
+    if (rc != COH_OK) {
+        st_close(f);
+        return coh_wrap(err, rc, "%s", label);
+    }
+    *out = f;
+    return COH_OK;
+}
+
 void st_close(st_file *f)
 {
     if (!f)
@@ -690,8 +716,9 @@ static int validate_entries(const st_entry *entries, int n, const char *const *e
     return COH_OK;
 }
 
-int st_write(const char *path, const st_entry *entries, int n, const char *const *extra_meta,
-             coh_err *err)
+/* Build the file; write it atomically to path, or (blob != NULL) return it in memory. */
+static int write_impl(const char *path, const st_entry *entries, int n,
+                      const char *const *extra_meta, void **blob, size_t *blob_len, coh_err *err)
 {
     if (!path || n < 0 || (n > 0 && !entries))
         return coh_fail(err, COH_EINVAL, "st_write: bad arguments");
@@ -780,7 +807,26 @@ int st_write(const char *path, const st_entry *entries, int n, const char *const
     lens[0] = 8;
     parts[1] = h.p;
     lens[1] = h.len;
-    rc = fs_write_atomic_iov(path, parts, lens, nparts, err);
+    if (!blob) {
+        rc = fs_write_atomic_iov(path, parts, lens, nparts, err);
+    } else {
+        size_t total = 0;
+        for (int i = 0; i < nparts; i++)
+            total += lens[i];
+        unsigned char *b = malloc(total ? total : 1);
+        if (!b) {
+            rc = coh_fail(err, COH_ENOMEM, "out of memory building %zu bytes of %s", total, path);
+            goto out;
+        }
+        size_t at = 0;
+        for (int i = 0; i < nparts; i++) {
+            if (lens[i])
+                memcpy(b + at, parts[i], lens[i]);
+            at += lens[i];
+        }
+        *blob = b;
+        *blob_len = total;
+    }
 
 out:
     if (swapped)
@@ -792,4 +838,20 @@ out:
     free(parts);
     free(lens);
     return rc;
+}
+
+int st_write(const char *path, const st_entry *entries, int n, const char *const *extra_meta,
+             coh_err *err)
+{
+    return write_impl(path, entries, n, extra_meta, NULL, NULL, err);
+}
+
+int st_write_buffer(const st_entry *entries, int n, const char *const *extra_meta, void **out,
+                    size_t *out_len, coh_err *err)
+{
+    if (!out || !out_len)
+        return coh_fail(err, COH_EINVAL, "st_write_buffer: NULL output");
+    *out = NULL;
+    *out_len = 0;
+    return write_impl("in-memory safetensors", entries, n, extra_meta, out, out_len, err);
 }

@@ -33,6 +33,10 @@ typedef struct st_tensor_info {
 typedef struct st_file st_file; /* opaque: the whole file in memory plus its parsed header */
 
 int st_open(const char *path, st_file **out, coh_err *err);
+/* The same checks on bytes already in memory (a weight download); data is copied, so the
+ * caller keeps ownership. label names the source in messages (NULL: "in-memory"). */
+int st_open_buffer(const void *data, size_t len, const char *label, st_file **out,
+                   coh_err *err);
 void st_close(st_file *f);
 int st_count(const st_file *f);
 /* Info of tensor i in header order; NULL if out of range. */
@@ -62,5 +66,10 @@ typedef struct st_entry {
  * optional NULL-terminated list of key, value, key, value, ... strings. */
 int st_write(const char *path, const st_entry *entries, int n, const char *const *extra_meta,
              coh_err *err);
+
+/* The same bytes st_write would write, in a malloc'd buffer (*out, *out_len) owned by the
+ * caller. */
+int st_write_buffer(const st_entry *entries, int n, const char *const *extra_meta, void **out,
+                    size_t *out_len, coh_err *err);
 
 #endif

@@ -710,6 +710,52 @@ static void half_checkpoint(fixture *fx, int bf16, int tied)
 static void test_f16_checkpoint(void **state) { half_checkpoint(*state, 0, 0); }
 static void test_bf16_checkpoint(void **state) { half_checkpoint(*state, 1, 1); }
 
+/* In-memory form (weight broadcast): bit-exact round trip; a flipped byte, a truncation
+ * or a config that does not match the weights is refused with a message. */
+static void test_buffer_roundtrip_and_corruption(void **state)
+{
+    (void)state;
+    for (int tied = 0; tied <= 1; tied++) {
+        model *m = make_model(tied, 31 + (uint64_t)tied);
+        char *cfg = NULL;
+        void *w = NULL;
+        size_t wlen = 0;
+        coh_err err;
+        assert_int_equal(ckpt_to_buffer(m, &cfg, &w, &wlen, &err), COH_OK);
+        assert_non_null(strstr(cfg, "LlamaForCausalLM"));
+        model *back = NULL;
+        if (ckpt_from_buffer(cfg, strlen(cfg), w, wlen, &back, &err))
+            fail_msg("%s", err.msg);
+        assert_int_equal(model_num_params(back), model_num_params(m));
+        assert_memory_equal(model_params(back), model_params(m),
+                            model_num_params(m) * sizeof(float));
+        model_destroy(back);
+
+        unsigned char *b = w;
+        b[wlen - 5] ^= 0x40; /* a data byte */
+        assert_int_not_equal(ckpt_from_buffer(cfg, strlen(cfg), w, wlen, &back, &err), COH_OK);
+        assert_null(back);
+        assert_non_null(strstr(err.msg, "received weights"));
+        b[wlen - 5] ^= 0x40;
+        assert_int_not_equal(ckpt_from_buffer(cfg, strlen(cfg), w, wlen - 100, &back, &err),
+                             COH_OK);
+        assert_null(back);
+        /* a config of another shape does not accept these weights */
+        model_config c = *model_get_config(m);
+        c.hidden_dim += 8;
+        char *other = NULL;
+        assert_int_equal(model_config_to_json(&c, &other, &err), COH_OK);
+        assert_int_not_equal(ckpt_from_buffer(other, strlen(other), w, wlen, &back, &err),
+                             COH_OK);
+        assert_non_null(strstr(err.msg, "mlp"));
+        assert_int_equal(ckpt_from_buffer("{not json", 9, w, wlen, &back, &err), COH_EFORMAT);
+        free(other);
+        free(cfg);
+        free(w);
+        model_destroy(m);
+    }
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_dir, teardown_dir)
@@ -729,6 +775,7 @@ int main(void)
         T(test_missing_files),
         T(test_f16_checkpoint),
         T(test_bf16_checkpoint),
+        cmocka_unit_test(test_buffer_roundtrip_and_corruption),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
