@@ -61,11 +61,13 @@ static void format_shape_int(char *out, size_t cap, int ndim, const int *shape)
 
 /* Every tensor in the file must be one the model expects. */
 static int check_no_unexpected(const st_file *f, const model *m, const char *wpath,
-                               coh_err *err)
+                               const char *allow, coh_err *err)
 {
     const model_config *c = model_get_config(m);
     for (int i = 0; i < st_count(f); i++) {
         const char *name = st_info(f, i)->name;
+        if (allow && strcmp(name, allow) == 0)
+            continue;
         const model_tensor *t = model_find_tensor(m, name);
         if (strcmp(name, CKPT_LM_HEAD) == 0 && c->tie_embeddings)
             return coh_fail(err, COH_EFORMAT,
@@ -84,11 +86,12 @@ static int check_no_unexpected(const st_file *f, const model *m, const char *wpa
 }
 
 /* Load every expected tensor into the parameter slab, checking name, shape and values. */
-static int load_tensors(const st_file *f, model *m, const char *wpath, coh_err *err)
+static int load_tensors_allow(const st_file *f, model *m, const char *wpath, const char *allow,
+                              coh_err *err)
 {
     const model_config *c = model_get_config(m);
     float *params = model_params(m);
-    int rc = check_no_unexpected(f, m, wpath, err);
+    int rc = check_no_unexpected(f, m, wpath, allow, err);
     if (rc != COH_OK)
         return rc;
     for (int i = 0; i < model_num_tensors(m); i++) {
@@ -129,6 +132,11 @@ static int load_tensors(const st_file *f, model *m, const char *wpath, coh_err *
                                 wpath, t->name, k);
     }
     return COH_OK;
+}
+
+static int load_tensors(const st_file *f, model *m, const char *wpath, coh_err *err)
+{
+    return load_tensors_allow(f, m, wpath, NULL, err);
 }
 
 /* The tensors a checkpoint stores, in table order (lm_head left out when tied). entries must
@@ -321,5 +329,86 @@ int ckpt_from_buffer(const char *config_json, size_t config_len, const void *wei
         return rc;
     }
     *m_out = m;
+    return COH_OK;
+}
+
+int ckpt_load_seqcls(const char *dir, model **m_out, float **score_out, tokenizer **tok_out,
+                     coh_err *err)
+{
+    if (m_out)
+        *m_out = NULL;
+    if (score_out)
+        *score_out = NULL;
+    if (tok_out)
+        *tok_out = NULL;
+    if (!dir || !m_out || !score_out)
+        return coh_fail(err, COH_EINVAL, "ckpt_load_seqcls: bad arguments");
+    char *cpath = join_path(dir, CKPT_CONFIG);
+    char *wpath = join_path(dir, CKPT_WEIGHTS);
+    char *tpath = join_path(dir, TOK_FILE);
+    model *m = NULL;
+    st_file *f = NULL;
+    float *score = NULL;
+    tokenizer *tok = NULL;
+    int rc = COH_OK;
+    model_config c;
+    if (!cpath || !wpath || !tpath) {
+        rc = coh_fail(err, COH_ENOMEM, "out of memory loading reward model '%s'", dir);
+        goto out;
+    }
+    if ((rc = model_config_load(cpath, &c, err)) != COH_OK)
+        goto out;
+    /* the body has no lm_head: build it tied so that none is expected */
+    c.tie_embeddings = 1;
+    if ((rc = model_create(&c, &m, err)) != COH_OK || (rc = st_open(wpath, &f, err)) != COH_OK)
+        goto out;
+    if ((rc = load_tensors_allow(f, m, wpath, CKPT_SCORE, err)) != COH_OK)
+        goto out;
+    const st_tensor_info *ti = st_find(f, CKPT_SCORE);
+    if (!ti) {
+        rc = coh_fail(err, COH_ENOTFOUND,
+                      "'%s' has no '%s': a reward model is a LlamaForSequenceClassification "
+                      "checkpoint (the Llama body plus %s of shape [1, hidden_size])",
+                      wpath, CKPT_SCORE, CKPT_SCORE);
+        goto out;
+    }
+    if (ti->ndim != 2 || ti->shape[0] != 1 || ti->shape[1] != c.dim) {
+        rc = coh_fail(err, COH_ESHAPE,
+                      "'%s': %s must have shape [1, %d] (one score per sequence); this one has "
+                      "%d dimension(s), first %lld - a classifier with several labels is not a "
+                      "reward model",
+                      wpath, CKPT_SCORE, c.dim, ti->ndim, ti->ndim > 0 ? ti->shape[0] : 0);
+        goto out;
+    }
+    score = malloc((size_t)c.dim * sizeof(float));
+    if (!score) {
+        rc = coh_fail(err, COH_ENOMEM, "out of memory loading '%s'", wpath);
+        goto out;
+    }
+    if ((rc = st_read_f32(f, CKPT_SCORE, score, (size_t)c.dim, err)) != COH_OK)
+        goto out;
+    for (int i = 0; i < c.dim; i++)
+        if (!isfinite(score[i])) {
+            rc = coh_fail(err, COH_ENONFINITE, "'%s': %s holds a non-finite value", wpath,
+                          CKPT_SCORE);
+            goto out;
+        }
+    if (tok_out && fs_exists(tpath) && (rc = tok_load(tpath, &tok, err)) != COH_OK)
+        goto out;
+out:
+    st_close(f);
+    free(cpath);
+    free(wpath);
+    free(tpath);
+    if (rc != COH_OK) {
+        model_destroy(m);
+        free(score);
+        tok_destroy(tok);
+        return rc;
+    }
+    *m_out = m;
+    *score_out = score;
+    if (tok_out)
+        *tok_out = tok;
     return COH_OK;
 }

@@ -18,12 +18,20 @@
 
 #define CKPT_CONFIG "config.json"
 #define CKPT_WEIGHTS "model.safetensors"
+#define CKPT_SCORE "score.weight"
 
 /* Create dir if needed and write the three files, each atomically. tok may be NULL. */
 int ckpt_save(const char *dir, const model *m, const tokenizer *tok, coh_err *err);
 /* Load config + weights; *tok_out (if tok_out non-NULL) is NULL when the folder has no
  * tokenizer.json. On failure *m_out is NULL. */
 int ckpt_load(const char *dir, model **m_out, tokenizer **tok_out, coh_err *err);
+
+/* A Hugging Face LlamaForSequenceClassification folder (a reward model): the Llama body
+ * (model.* tensors, no lm_head) and score.weight of shape [1, hidden_size]. *m_out is the
+ * body (its lm_head is unused), *score_out the hidden_size weights of the score head
+ * (malloc'd). *tok_out is NULL when the folder has no tokenizer.json. */
+int ckpt_load_seqcls(const char *dir, model **m_out, float **score_out, tokenizer **tok_out,
+                     coh_err *err);
 
 /* The same two files in memory, for weight broadcast: config_json (malloc'd text) and
  * weights (a malloc'd safetensors blob with its CRC-32), both owned by the caller. */

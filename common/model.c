@@ -289,6 +289,7 @@ void model_ws_destroy(model_ws *ws)
 
 float *model_ws_logits(model_ws *ws) { return ws->logits; }
 float *model_ws_dlogits(model_ws *ws) { return ws->dlogits; }
+const float *model_ws_hidden(const model_ws *ws) { return ws->xnf; }
 const float *model__ws_k(const model_ws *ws, int l) { return ws->layer[l].k; }
 const float *model__ws_v(const model_ws *ws, int l) { return ws->layer[l].v; }
 

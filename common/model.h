@@ -101,6 +101,9 @@ void model_ws_destroy(model_ws *ws);
 int model_forward(const model *m, model_ws *ws, const int *tokens, int B, int T, coh_err *err);
 /* Logits of the last forward, [B, T, V]. */
 float *model_ws_logits(model_ws *ws);
+/* Final hidden states of the last forward (after the final RMSNorm, before lm_head),
+ * [B, T, D]: what a sequence-classification head (a reward model) reads. */
+const float *model_ws_hidden(const model_ws *ws);
 /* A [B, T, V] buffer for the caller's dL/dlogits, owned by ws. */
 float *model_ws_dlogits(model_ws *ws);
 

@@ -24,6 +24,7 @@
 #include <cjson/cJSON.h>
 
 #include "checkpoint.h"
+#include "rm.h"
 #include "err.h"
 #include "fsutil.h"
 #include "loss.h"
@@ -51,6 +52,7 @@ static const char USAGE_MAIN[] =
     "  logprobs  DIR < sequences.jsonl > logprobs.jsonl       per-token log-probabilities\n"
     "  grad      DIR --batch batch.jsonl --out grads.safetensors [loss options]\n"
     "                                                         loss and gradient of a batch\n"
+    "  score     RMDIR < sequences.jsonl > scores.jsonl       reward-model scores\n"
     "\n"
     "Run 'cohort-tool COMMAND --help' for the options of one command.\n";
 
@@ -90,6 +92,14 @@ static const char USAGE_SAMPLE[] =
     "  --max-new-tokens M     tokens to generate at most (default 16)\n"
     "  -v, --verbose          prefix each completion with its summed log-probability\n"
     "                         and a tab\n";
+
+static const char USAGE_SCORE[] =
+    "usage: cohort-tool score RMDIR < sequences.jsonl > scores.jsonl\n"
+    "\n"
+    "RMDIR is a reward model: a Hugging Face LlamaForSequenceClassification folder (the Llama\n"
+    "body plus score.weight of shape [1, hidden_size]). For every input line\n"
+    "{\"tokens\": [id, ...]} (at least 2 ids) print {\"score\": x}, the score head applied to\n"
+    "the final hidden state of the last token. A bad line stops the run (exit 1).\n";
 
 static const char USAGE_LOGPROBS[] =
     "usage: cohort-tool logprobs DIR [--temperature T] < sequences.jsonl > logprobs.jsonl\n"
@@ -822,6 +832,76 @@ out:
     return rc;
 }
 
+/* ---- score ------------------------------------------------------------------------------ */
+
+static int cmd_score(int argc, char **argv)
+{
+    const char *cmd = "score";
+    const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'h': fputs(USAGE_SCORE, stdout); return 0;
+        default: return usage_error(cmd, NULL);
+        }
+    }
+    const char *dir = single_dir_arg(cmd, argc, argv);
+    if (!dir)
+        return EXIT_USAGE;
+    coh_err err;
+    coh_err_clear(&err);
+    rm_model *r = NULL;
+    model_config c;
+    char *line = NULL, cpath[4096];
+    size_t line_cap = 0;
+    int rc = EXIT_FAIL;
+    if (rm_load(dir, &r, &err)) {
+        report(&err, "cannot load the reward model %s", dir);
+        goto out;
+    }
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    if (model_config_load(cpath, &c, &err)) {
+        report(&err, "cannot read %s/config.json", dir);
+        goto out;
+    }
+    long lineno = 0, len;
+    while ((len = read_line(stdin, &line, &line_cap)) >= 0) {
+        lineno++;
+        if (is_blank(line))
+            continue;
+        cJSON *j = NULL;
+        int *ids = NULL, n = 0;
+        double score = 0.0;
+        int bad = parse_json_object(line, &j, &err);
+        if (!bad)
+            bad = json_tokens(j, c.vocab_size, c.max_seq, &ids, &n, &err);
+        if (!bad)
+            bad = rm_score_tokens(r, ids, n, &score, &err);
+        cJSON_Delete(j);
+        free(ids);
+        if (bad) {
+            fflush(stdout);
+            report(&err, "stdin line %ld", lineno);
+            goto out;
+        }
+        printf("{\"score\": %.9g}\n", score);
+    }
+    if (len == -2) {
+        fprintf(stderr, "cohort-tool: cannot read stdin after line %ld: %s\n", lineno,
+                strerror(errno));
+        goto out;
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "cohort-tool: cannot write the output: %s\n", strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    rm_destroy(r);
+    free(line);
+    return rc;
+}
+
 /* ---- logprobs -------------------------------------------------------------------------- */
 
 /* Log-probabilities of one parsed line into lp[0..n-1). */
@@ -1373,7 +1453,7 @@ typedef struct tool_command {
 
 static const tool_command COMMANDS[] = {
     {"init", cmd_init},         {"inspect", cmd_inspect}, {"sample", cmd_sample},
-    {"logprobs", cmd_logprobs}, {"grad", cmd_grad},
+    {"logprobs", cmd_logprobs}, {"grad", cmd_grad}, {"score", cmd_score},
 };
 
 int main(int argc, char **argv)

@@ -16,6 +16,8 @@ file format and from transformers' modeling_llama.py conventions:
 Only numpy is needed. Subcommands (all paths are checkpoint folders or JSON Lines files):
 
   logprobs DIR [--temperature T] [--float64] < seqs.jsonl > logprobs.jsonl
+  mkrm SRC DST [--seed N]                     reward model (LlamaForSequenceClassification)
+  rmscore DIR < seqs.jsonl > scores.jsonl     its score at the last token
   convert SRC DST --dtype F32|F16|BF16       copy with the weights rounded to dtype
   randomize SRC DST [--std S] [--seed N]     larger random weights (F32), norms ~ 1 +- 0.2
   compare A.jsonl B.jsonl [--tol X]           max |a - b| over logprobs; exit 1 if > tol
@@ -163,6 +165,16 @@ class Llama:
 
     def logits(self, ids):
         """Logits [T, V] for one sequence of ids."""
+        w = self.w
+        head = w["model.embed_tokens.weight"] if self.tied else w["lm_head.weight"]
+        return self.hidden(ids) @ head.T
+
+    def score(self, ids):
+        """LlamaForSequenceClassification with one label: score.weight . h[last]."""
+        return float((self.hidden(ids)[-1] @ self.w["score.weight"].T)[0])
+
+    def hidden(self, ids):
+        """Final hidden states [T, D] (after the final norm) for one sequence of ids."""
         ids = np.asarray(ids, dtype=np.int64)
         T = len(ids)
         if T > self.max_pos:
@@ -194,9 +206,7 @@ class Llama:
             u = h @ w[p + "mlp.up_proj.weight"].T
             silu = g / (self.dtype(1.0) + np.exp(-g))
             x = x + (silu * u) @ w[p + "mlp.down_proj.weight"].T
-        x = self.rmsnorm(x, w["model.norm.weight"])
-        head = w["model.embed_tokens.weight"] if self.tied else w["lm_head.weight"]
-        return x @ head.T
+        return self.rmsnorm(x, w["model.norm.weight"])
 
     def logprobs(self, ids, temperature=1.0):
         """log p(ids[t+1] | ids[..t]) for t = 0..T-2, log-softmax in float64."""
@@ -213,6 +223,32 @@ def read_jsonl(path_or_file):
     f = open(path_or_file) if isinstance(path_or_file, str) else path_or_file
     with f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def cmd_mkrm(a):
+    """A LlamaForSequenceClassification folder from a causal-LM folder: same body, no
+    lm_head, a random score.weight [1, D], architectures and num_labels set as HF does."""
+    os.makedirs(a.dst, exist_ok=True)
+    with open(os.path.join(a.src, "config.json")) as f:
+        cfg = json.load(f)
+    w, _ = read_safetensors(os.path.join(a.src, "model.safetensors"))
+    w.pop("lm_head.weight", None)
+    rng = np.random.default_rng(a.seed)
+    w["score.weight"] = (rng.standard_normal((1, int(cfg["hidden_size"]))) * 0.5).astype(np.float32)
+    cfg["architectures"] = ["LlamaForSequenceClassification"]
+    cfg["num_labels"] = 1
+    with open(os.path.join(a.dst, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    write_safetensors(os.path.join(a.dst, "model.safetensors"), w)
+    for extra in ("tokenizer.json",):
+        if os.path.exists(os.path.join(a.src, extra)):
+            shutil.copy(os.path.join(a.src, extra), os.path.join(a.dst, extra))
+
+
+def cmd_rmscore(a):
+    m = Llama(a.dir)
+    for line in read_jsonl(sys.stdin):
+        print(json.dumps({"score": m.score(line["tokens"])}))
 
 
 def cmd_logprobs(a):
@@ -347,6 +383,14 @@ def main():
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--float64", action="store_true")
     p.set_defaults(fn=cmd_logprobs)
+    p = sub.add_parser("mkrm")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_mkrm)
+    p = sub.add_parser("rmscore")
+    p.add_argument("dir")
+    p.set_defaults(fn=cmd_rmscore)
     p = sub.add_parser("convert")
     p.add_argument("src")
     p.add_argument("dst")
