@@ -1,0 +1,369 @@
+/* scorer.c - weighted reward components per item (see scorer.h). */
+#include "scorer.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rm.h"
+#include "tasks.h"
+
+#define MAX_VERIFIERS 32
+#define MAX_ENDPOINTS 8
+#define MAX_BUILTIN 4
+
+typedef struct verifier {
+    char name[SCORER_NAME_MAX];
+    char task[64];
+    double weight;
+    int timeout_ms;
+    int n_endpoints, next;
+    char endpoints[MAX_ENDPOINTS][256];
+    scorer_verifier_stats st;
+} verifier;
+
+struct scorer {
+    double w_correct, w_format;
+    double w_length, length_per_char;
+    int length_max_chars;
+    double w_rm;
+    rm_model *rm;
+    int n_verifiers;
+    verifier v[MAX_VERIFIERS];
+    task *builtin[MAX_BUILTIN];
+    task_config task_cfg;
+    scorer_remote_fn remote;
+    void *remote_ctx;
+};
+
+static const char *const builtin_names[MAX_BUILTIN] = {"addition", "countdown", "reverse", "sort"};
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* ---- configuration --------------------------------------------------------------------- */
+
+static int get_number(const cJSON *o, const char *key, double lo, double hi, double *v,
+                      coh_err *err)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!it)
+        return COH_OK;
+    if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) || it->valuedouble < lo ||
+        it->valuedouble > hi)
+        return coh_fail(err, COH_EINVAL,
+                        "reward config: \"%s\" must be a number in [%g, %g]", key, lo, hi);
+    *v = it->valuedouble;
+    return COH_OK;
+}
+
+static int parse_verifier(scorer *s, const cJSON *o, int idx, coh_err *err)
+{
+    if (s->n_verifiers >= MAX_VERIFIERS)
+        return coh_fail(err, COH_ERANGE, "reward config: at most %d verifiers", MAX_VERIFIERS);
+    verifier *v = &s->v[s->n_verifiers];
+    memset(v, 0, sizeof *v);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+    const cJSON *taskj = cJSON_GetObjectItemCaseSensitive(o, "task");
+    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(o, "endpoints");
+    if (!cJSON_IsString(taskj) || !taskj->valuestring[0])
+        return coh_fail(err, COH_EINVAL,
+                        "reward config: verifiers[%d] needs \"task\" (the task name it scores)",
+                        idx);
+    if (!cJSON_IsArray(eps) || cJSON_GetArraySize(eps) < 1 ||
+        cJSON_GetArraySize(eps) > MAX_ENDPOINTS)
+        return coh_fail(err, COH_EINVAL,
+                        "reward config: verifiers[%d] needs \"endpoints\": 1..%d \"host:port\" "
+                        "strings",
+                        idx, MAX_ENDPOINTS);
+    snprintf(v->task, sizeof v->task, "%s", taskj->valuestring);
+    snprintf(v->name, sizeof v->name, "%s",
+             cJSON_IsString(name) && name->valuestring[0] ? name->valuestring : taskj->valuestring);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, eps)
+    {
+        if (!cJSON_IsString(e) || !e->valuestring[0] || strlen(e->valuestring) >= 256)
+            return coh_fail(err, COH_EINVAL,
+                            "reward config: verifiers[%d].endpoints holds something that is not "
+                            "a \"host:port\" string",
+                            idx);
+        snprintf(v->endpoints[v->n_endpoints++], 256, "%s", e->valuestring);
+    }
+    double w = 1.0, t = 2000;
+    int rc = get_number(o, "weight", -1e6, 1e6, &w, err);
+    if (!rc)
+        rc = get_number(o, "timeout_ms", 1, 3600e3, &t, err);
+    if (rc)
+        return coh_wrap(err, rc, "verifiers[%d]", idx);
+    v->weight = w;
+    v->timeout_ms = (int)t;
+    v->st.name = v->name;
+    v->st.task = v->task;
+    s->n_verifiers++;
+    return COH_OK;
+}
+
+static int parse_config(scorer *s, const char *text, coh_err *err)
+{
+    cJSON *root = cJSON_Parse(text);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return coh_fail(err, COH_EFORMAT, "reward config is not a JSON object");
+    }
+    int rc = get_number(root, "correctness_weight", -1e6, 1e6, &s->w_correct, err);
+    if (!rc)
+        rc = get_number(root, "format_weight", -1e6, 1e6, &s->w_format, err);
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "length_penalty");
+    if (!rc && lp) {
+        double maxc = 32, w = 1.0, per = 0.01;
+        rc = get_number(lp, "weight", -1e6, 1e6, &w, err);
+        if (!rc)
+            rc = get_number(lp, "max_chars", 0, 1e6, &maxc, err);
+        if (!rc)
+            rc = get_number(lp, "per_char", 0, 1e6, &per, err);
+        s->w_length = w;
+        s->length_max_chars = (int)maxc;
+        s->length_per_char = per;
+    }
+    const cJSON *rmj = cJSON_GetObjectItemCaseSensitive(root, "reward_model");
+    if (!rc && rmj) {
+        const cJSON *path = cJSON_GetObjectItemCaseSensitive(rmj, "path");
+        double w = 1.0;
+        if (!cJSON_IsString(path))
+            rc = coh_fail(err, COH_EINVAL, "reward config: reward_model needs \"path\"");
+        if (!rc)
+            rc = get_number(rmj, "weight", -1e6, 1e6, &w, err);
+        if (!rc && (rc = rm_load(path->valuestring, &s->rm, err)) != COH_OK)
+            coh_wrap(err, rc, "reward config: reward_model");
+        s->w_rm = w;
+    }
+    const cJSON *vs = cJSON_GetObjectItemCaseSensitive(root, "verifiers");
+    if (!rc && vs) {
+        if (!cJSON_IsArray(vs))
+            rc = coh_fail(err, COH_EINVAL, "reward config: \"verifiers\" must be a list");
+        int i = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, vs)
+        {
+            if (rc)
+                break;
+            rc = parse_verifier(s, v, i++, err);
+        }
+    }
+    const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(root, "tasks");
+    const cJSON *add = tasks ? cJSON_GetObjectItemCaseSensitive(tasks, "addition") : NULL;
+    if (!rc && add) {
+        double d = s->task_cfg.digits;
+        rc = get_number(add, "digits", 1, 9, &d, err);
+        s->task_cfg.digits = (int)d;
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+int scorer_create(const char *config_json, scorer_remote_fn remote, void *remote_ctx,
+                  scorer **out, coh_err *err)
+{
+    *out = NULL;
+    scorer *s = calloc(1, sizeof *s);
+    if (!s)
+        return coh_fail(err, COH_ENOMEM, "out of memory for the scorer");
+    s->w_correct = 1.0;
+    s->task_cfg = task_config_default();
+    s->remote = remote;
+    s->remote_ctx = remote_ctx;
+    int rc = config_json ? parse_config(s, config_json, err) : COH_OK;
+    if (!rc && s->n_verifiers > 0 && !remote)
+        rc = coh_fail(err, COH_EINVAL, "verifiers are configured but no way to call them");
+    if (rc) {
+        scorer_destroy(s);
+        return rc;
+    }
+    *out = s;
+    return COH_OK;
+}
+
+void scorer_destroy(scorer *s)
+{
+    if (!s)
+        return;
+    rm_destroy(s->rm);
+    for (int i = 0; i < MAX_BUILTIN; i++)
+        task_destroy(s->builtin[i]);
+    free(s);
+}
+
+int scorer_num_verifiers(const scorer *s) { return s->n_verifiers; }
+
+void scorer_get_verifier_stats(const scorer *s, int i, scorer_verifier_stats *out)
+{
+    *out = s->v[i].st;
+}
+
+/* ---- scoring ------------------------------------------------------------------------------- */
+
+static void add_component(scorer_result *r, const char *name, double value, double weight)
+{
+    if (r->n_components >= SCORER_MAX_COMPONENTS)
+        return;
+    scorer_component *c = &r->comp[r->n_components++];
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->value = value;
+    c->weight = weight;
+    r->reward += value * weight;
+}
+
+static void fail_item(scorer_result *r, score_status st, const char *fmt, const char *a,
+                      const char *b)
+{
+    r->status = st;
+    r->reward = 0.0;
+    snprintf(r->detail, sizeof r->detail, fmt, a, b);
+}
+
+/* One verifier: try its endpoints in turn until one answers or the deadline passes. */
+static int call_verifier(scorer *s, verifier *v, const scorer_item *item, scorer_result *r)
+{
+    double t0 = now_ms();
+    v->st.calls++;
+    coh_err err;
+    coh_err_clear(&err);
+    int timed_out = 0, answered = 0;
+    scorer_remote_reply reply;
+    for (int tries = 0; tries < v->n_endpoints; tries++) {
+        int left = v->timeout_ms - (int)(now_ms() - t0);
+        if (left <= 0) {
+            timed_out = 1;
+            break;
+        }
+        const char *ep = v->endpoints[v->next];
+        v->next = (v->next + 1) % v->n_endpoints;
+        int to = 0, unavailable = 0;
+        memset(&reply, 0, sizeof reply);
+        int rc = s->remote(s->remote_ctx, ep, item, left, &reply, &to, &unavailable, &err);
+        if (rc == COH_OK) {
+            answered = 1;
+            break;
+        }
+        if (to) {
+            timed_out = 1;
+            break;
+        }
+        if (!unavailable)
+            break; /* the verifier answered with an error: no point asking another copy */
+    }
+    double dt = now_ms() - t0;
+    v->st.latency_ms_sum += dt;
+    if (dt > v->st.latency_ms_max)
+        v->st.latency_ms_max = dt;
+    if (answered && !isfinite(reply.score)) {
+        answered = 0;
+        snprintf(err.msg, sizeof err.msg, "it returned a non-finite score");
+    }
+    if (answered) {
+        v->st.ok++;
+        add_component(r, v->name, reply.score, v->weight);
+        if (reply.details[0] && !r->detail[0])
+            snprintf(r->detail, sizeof r->detail, "%s: %.200s", v->name, reply.details);
+        return 0;
+    }
+    if (timed_out) {
+        v->st.timed_out++;
+        char ms[32];
+        snprintf(ms, sizeof ms, "%d", v->timeout_ms);
+        fail_item(r, SCORE_TIMED_OUT, "verifier %s gave no answer within %s ms", v->name, ms);
+    } else {
+        v->st.failed++;
+        fail_item(r, SCORE_FAILED, "verifier %s failed: %.200s", v->name, err.msg);
+    }
+    return -1;
+}
+
+static task *builtin_task(scorer *s, const char *name)
+{
+    for (int i = 0; i < MAX_BUILTIN; i++)
+        if (strcmp(name, builtin_names[i]) == 0) {
+            if (!s->builtin[i]) {
+                task_config c = s->task_cfg;
+                c.eval_size = 1; /* the reward service never evaluates */
+                if (task_create(name, &c, &s->builtin[i], NULL))
+                    return NULL;
+            }
+            return s->builtin[i];
+        }
+    return NULL;
+}
+
+int scorer_score(scorer *s, const scorer_item *item, scorer_result *r, coh_err *err)
+{
+    memset(r, 0, sizeof *r);
+    if (!item || !item->task || !item->prompt || !item->completion)
+        return coh_fail(err, COH_EINVAL, "scorer_score: an item needs task, prompt, completion");
+    double t0 = now_ms();
+    r->status = SCORE_OK;
+    int routed = 0;
+    for (int i = 0; i < s->n_verifiers && r->status == SCORE_OK; i++)
+        if (strcmp(s->v[i].task, item->task) == 0) {
+            routed = 1;
+            call_verifier(s, &s->v[i], item, r);
+        }
+    if (!routed) {
+        task *t = builtin_task(s, item->task);
+        if (!t) {
+            fail_item(r, SCORE_UNKNOWN_TASK,
+                      "no verifier serves task \"%.64s\"%s; route it to a Verifier service in "
+                      "the reward config",
+                      item->task, "");
+        } else {
+            task_item ti;
+            memset(&ti, 0, sizeof ti);
+            const char *answer = item->answer ? item->answer : "";
+            const char *meta = item->metadata_json ? item->metadata_json : "";
+            if (strlen(item->prompt) >= sizeof ti.prompt || strlen(answer) >= sizeof ti.answer ||
+                strlen(meta) >= sizeof ti.meta) {
+                fail_item(r, SCORE_FAILED, "item of task %s is too long for its built-in "
+                          "verifier%s", item->task, "");
+            } else {
+                strcpy(ti.prompt, item->prompt);
+                strcpy(ti.answer, answer);
+                strcpy(ti.meta, meta);
+                task_score sc;
+                coh_err e2;
+                if (task_verify(t, &ti, item->completion, &sc, &e2)) {
+                    fail_item(r, SCORE_FAILED, "task %s: %.200s", item->task, e2.msg);
+                } else {
+                    add_component(r, "correctness", sc.correct, s->w_correct);
+                    if (s->w_format != 0.0)
+                        add_component(r, "format", sc.format, s->w_format);
+                    snprintf(r->detail, sizeof r->detail, "%s", sc.detail);
+                }
+            }
+        }
+    }
+    if (r->status == SCORE_OK && s->w_length != 0.0) {
+        size_t n = strlen(item->completion);
+        double over = n > (size_t)s->length_max_chars ? (double)(n - (size_t)s->length_max_chars) : 0;
+        add_component(r, "length_penalty", -s->length_per_char * over, s->w_length);
+    }
+    if (r->status == SCORE_OK && s->rm) {
+        double v = 0.0;
+        coh_err e2;
+        if (rm_score_text(s->rm, item->prompt, item->completion, &v, &e2))
+            fail_item(r, SCORE_FAILED, "reward model: %.200s%s", e2.msg, "");
+        else
+            add_component(r, "reward_model", v, s->w_rm);
+    }
+    if (r->status != SCORE_OK) {
+        r->reward = 0.0;
+        r->n_components = 0;
+    }
+    r->latency_ms = now_ms() - t0;
+    return COH_OK;
+}

@@ -1,0 +1,97 @@
+/* scorer.h - the reward service's scoring: weighted components per item, each reported.
+ *
+ * Configuration (JSON, all keys optional; the defaults score built-in tasks by correctness):
+ *   {
+ *     "correctness_weight": 1.0,      built-in verifiers: 1 if exactly right, else 0
+ *     "format_weight": 0.0,           built-in verifiers: 1 if the answer has the right shape
+ *     "length_penalty": {"weight": 1.0, "max_chars": 32, "per_char": 0.01},
+ *                                     -per_char * (chars beyond max_chars), every task
+ *     "reward_model": {"path": "DIR", "weight": 0.5},
+ *                                     a LlamaForSequenceClassification folder (rm.h)
+ *     "verifiers": [                  custom Verifier services (any language)
+ *       {"name": "py-example", "task": "palindrome", "weight": 1.0, "timeout_ms": 2000,
+ *        "endpoints": ["127.0.0.1:50060", "10.0.0.7:50060"]}
+ *     ],
+ *     "tasks": {"addition": {"digits": 3}}   task options of the built-in verifiers
+ *   }
+ * A task routed to verifiers is scored by them (several verifiers may serve one task, each
+ * a component); otherwise a built-in task is scored by its built-in verifier; otherwise the
+ * item is ITEM_UNKNOWN_TASK. The length penalty and the reward model apply to every scored
+ * item. reward = sum of weight * value over the components.
+ *
+ * An item whose verifier fails or passes its deadline is reported FAILED or TIMED_OUT with
+ * the reason - never as a silent 0 - and carries no reward. Remote calls go through a
+ * caller-supplied function, so this module needs no network; endpoints of one verifier are
+ * tried in turn (round robin, failing over to the next while the deadline allows).
+ */
+#ifndef COHORT_SCORER_H
+#define COHORT_SCORER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef enum {
+    SCORE_OK = 1,
+    SCORE_FAILED = 2,
+    SCORE_TIMED_OUT = 3,
+    SCORE_UNKNOWN_TASK = 4
+} score_status; /* values match cohort.v1.ItemStatus */
+
+typedef struct scorer_item {
+    const char *task, *prompt, *completion, *answer, *metadata_json; /* answer/meta may be "" */
+} scorer_item;
+
+#define SCORER_MAX_COMPONENTS 8
+#define SCORER_NAME_MAX 48
+
+typedef struct scorer_component {
+    char name[SCORER_NAME_MAX];
+    double value, weight;
+} scorer_component;
+
+typedef struct scorer_result {
+    score_status status;
+    double reward;
+    int n_components;
+    scorer_component comp[SCORER_MAX_COMPONENTS];
+    char detail[256];
+    double latency_ms;
+} scorer_result;
+
+/* What a remote Verifier answered. */
+typedef struct scorer_remote_reply {
+    double score;
+    int passed;
+    char details[256];
+} scorer_remote_reply;
+
+/* Call one endpoint's Verify with a deadline. Return 0 with *reply filled, or a negative
+ * code with err set; *timed_out = 1 when the deadline passed (the call was cancelled),
+ * *unavailable = 1 when the endpoint could not be reached (another endpoint may be tried). */
+typedef int (*scorer_remote_fn)(void *ctx, const char *endpoint, const scorer_item *item,
+                                int timeout_ms, scorer_remote_reply *reply, int *timed_out,
+                                int *unavailable, coh_err *err);
+
+typedef struct scorer scorer; /* opaque; one thread at a time */
+
+/* config_json may be NULL (defaults). remote may be NULL when no verifiers are configured. */
+int scorer_create(const char *config_json, scorer_remote_fn remote, void *remote_ctx,
+                  scorer **out, coh_err *err);
+void scorer_destroy(scorer *s);
+
+/* Score one item. Never fails on item content; returns COH_EINVAL only for NULL fields. */
+int scorer_score(scorer *s, const scorer_item *item, scorer_result *out, coh_err *err);
+
+/* Per-verifier counters for metrics. */
+typedef struct scorer_verifier_stats {
+    const char *name, *task;
+    long calls, ok, failed, timed_out;
+    double latency_ms_sum, latency_ms_max;
+} scorer_verifier_stats;
+
+int scorer_num_verifiers(const scorer *s);
+void scorer_get_verifier_stats(const scorer *s, int i, scorer_verifier_stats *out);
+
+#endif
