@@ -16,7 +16,7 @@
 #define MAX_BUILTIN 4
 
 typedef struct verifier {
-    char name[SCORER_NAME_MAX];
+    char name[SCORER_NAME_MAX - 16]; /* room for the "verifier:" prefix */
     char task[64];
     double weight;
     int timeout_ms;
@@ -235,7 +235,7 @@ static int call_verifier(scorer *s, verifier *v, const scorer_item *item, scorer
     v->st.calls++;
     coh_err err;
     coh_err_clear(&err);
-    int timed_out = 0, answered = 0;
+    int timed_out = 0, answered = 0, unknown = 0;
     scorer_remote_reply reply;
     for (int tries = 0; tries < v->n_endpoints; tries++) {
         int left = v->timeout_ms - (int)(now_ms() - t0);
@@ -247,7 +247,8 @@ static int call_verifier(scorer *s, verifier *v, const scorer_item *item, scorer
         v->next = (v->next + 1) % v->n_endpoints;
         int to = 0, unavailable = 0;
         memset(&reply, 0, sizeof reply);
-        int rc = s->remote(s->remote_ctx, ep, item, left, &reply, &to, &unavailable, &err);
+        int rc = s->remote(s->remote_ctx, ep, item, left, &reply, &to, &unavailable, &unknown,
+                           &err);
         if (rc == COH_OK) {
             answered = 1;
             break;
@@ -269,12 +270,18 @@ static int call_verifier(scorer *s, verifier *v, const scorer_item *item, scorer
     }
     if (answered) {
         v->st.ok++;
-        add_component(r, v->name, reply.score, v->weight);
+        char cname[SCORER_NAME_MAX];
+        snprintf(cname, sizeof cname, "verifier:%s", v->name);
+        add_component(r, cname, reply.score, v->weight);
         if (reply.details[0] && !r->detail[0])
             snprintf(r->detail, sizeof r->detail, "%s: %.200s", v->name, reply.details);
         return 0;
     }
-    if (timed_out) {
+    if (unknown) {
+        v->st.failed++;
+        fail_item(r, SCORE_UNKNOWN_TASK, "verifier %s does not serve this task: %.200s", v->name,
+                  err.msg);
+    } else if (timed_out) {
         v->st.timed_out++;
         char ms[32];
         snprintf(ms, sizeof ms, "%d", v->timeout_ms);

@@ -15,7 +15,7 @@
  *     "tasks": {"addition": {"digits": 3}}   task options of the built-in verifiers
  *   }
  * A task routed to verifiers is scored by them (several verifiers may serve one task, each
- * a component); otherwise a built-in task is scored by its built-in verifier; otherwise the
+ * a component named "verifier:<name>"); otherwise a built-in task is scored by its built-in verifier; otherwise the
  * item is ITEM_UNKNOWN_TASK. The length penalty and the reward model apply to every scored
  * item. reward = sum of weight * value over the components.
  *
@@ -44,7 +44,7 @@ typedef struct scorer_item {
 } scorer_item;
 
 #define SCORER_MAX_COMPONENTS 8
-#define SCORER_NAME_MAX 48
+#define SCORER_NAME_MAX 80
 
 typedef struct scorer_component {
     char name[SCORER_NAME_MAX];
@@ -69,10 +69,11 @@ typedef struct scorer_remote_reply {
 
 /* Call one endpoint's Verify with a deadline. Return 0 with *reply filled, or a negative
  * code with err set; *timed_out = 1 when the deadline passed (the call was cancelled),
- * *unavailable = 1 when the endpoint could not be reached (another endpoint may be tried). */
+ * *unavailable = 1 when the endpoint could not be reached (another endpoint may be tried),
+ * *unknown_task = 1 when the verifier answered NOT_FOUND (it does not serve the task). */
 typedef int (*scorer_remote_fn)(void *ctx, const char *endpoint, const scorer_item *item,
                                 int timeout_ms, scorer_remote_reply *reply, int *timed_out,
-                                int *unavailable, coh_err *err);
+                                int *unavailable, int *unknown_task, coh_err *err);
 
 typedef struct scorer scorer; /* opaque; one thread at a time */
 

@@ -22,7 +22,8 @@ typedef struct fleet {
 } fleet;
 
 static int fake_remote(void *ctx, const char *endpoint, const scorer_item *item, int timeout_ms,
-                       scorer_remote_reply *reply, int *timed_out, int *unavailable, coh_err *err)
+                       scorer_remote_reply *reply, int *timed_out, int *unavailable,
+                       int *unknown_task, coh_err *err)
 {
     fleet *f = ctx;
     f->calls++;
@@ -39,6 +40,10 @@ static int fake_remote(void *ctx, const char *endpoint, const scorer_item *item,
     }
     if (strncmp(endpoint, "err:", 4) == 0)
         return coh_fail(err, COH_EINVAL, "verifier says: cannot parse metadata");
+    if (strncmp(endpoint, "unk:", 4) == 0) {
+        *unknown_task = 1;
+        return coh_fail(err, COH_ENOTFOUND, "no such task here");
+    }
     if (strncmp(endpoint, "nan:", 4) == 0) {
         reply->score = NAN;
         return 0;
@@ -126,7 +131,7 @@ static void test_routing_and_metadata(void **state)
     scorer_result r = score(s, "palindrome", "make one:", "abba", "", "{\"expect\":\"abba\"}");
     assert_int_equal(r.status, SCORE_OK);
     assert_int_equal(r.n_components, 1);
-    assert_string_equal(r.comp[0].name, "py");
+    assert_string_equal(r.comp[0].name, "verifier:py");
     assert_true(r.comp[0].value == 1.0 && r.comp[0].weight == 0.5 && r.reward == 0.5);
     assert_string_equal(f.last_meta, "{\"expect\":\"abba\"}");
     assert_non_null(strstr(r.detail, "palindrome"));
@@ -155,7 +160,8 @@ static void test_timeout_failure_failover(void **state)
                      " {\"name\": \"broken\", \"task\": \"t2\", \"endpoints\": [\"err:1\"]},"
                      " {\"name\": \"ha\", \"task\": \"t3\", \"endpoints\": [\"down:1\", \"up:2\"]},"
                      " {\"name\": \"gone\", \"task\": \"t4\", \"endpoints\": [\"down:1\", \"down:2\"]},"
-                     " {\"name\": \"nan\", \"task\": \"t5\", \"endpoints\": [\"nan:1\"]}]}",
+                     " {\"name\": \"nan\", \"task\": \"t5\", \"endpoints\": [\"nan:1\"]},"
+                     " {\"name\": \"unk\", \"task\": \"t6\", \"endpoints\": [\"unk:1\"]}]}",
                      &f);
     scorer_result r = score(s, "t1", "p", "x", "", "x");
     assert_int_equal(r.status, SCORE_TIMED_OUT);
@@ -173,6 +179,8 @@ static void test_timeout_failure_failover(void **state)
     r = score(s, "t5", "p", "x", "", "x");
     assert_int_equal(r.status, SCORE_FAILED);
     assert_non_null(strstr(r.detail, "non-finite"));
+    r = score(s, "t6", "p", "x", "", "x");
+    assert_int_equal(r.status, SCORE_UNKNOWN_TASK);
     scorer_verifier_stats st;
     scorer_get_verifier_stats(s, 0, &st);
     assert_int_equal(st.timed_out, 1);
