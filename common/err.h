@@ -20,7 +20,8 @@
     XX(ERANGE, -7, "value out of range")                                     \
     XX(ENONFINITE, -8, "non-finite number")                                  \
     XX(EUNSUPPORTED, -9, "unsupported")                                      \
-    XX(ESTATE, -10, "wrong state")
+    XX(ESTATE, -10, "wrong state")                                           \
+    XX(EFULL, -11, "buffer full")
 
 typedef enum {
 #define COH_ERR_ENUM_(name, val, text) COH_##name = val,

@@ -346,7 +346,7 @@ int scorer_score(scorer *s, const scorer_item *item, scorer_result *r, coh_err *
                 if (task_verify(t, &ti, item->completion, &sc, &e2)) {
                     fail_item(r, SCORE_FAILED, "task %s: %.200s", item->task, e2.msg);
                 } else {
-                    add_component(r, "correctness", sc.correct, s->w_correct);
+                    add_component(r, "correct", sc.correct, s->w_correct);
                     if (s->w_format != 0.0)
                         add_component(r, "format", sc.format, s->w_format);
                     snprintf(r->detail, sizeof r->detail, "%s", sc.detail);
@@ -357,7 +357,7 @@ int scorer_score(scorer *s, const scorer_item *item, scorer_result *r, coh_err *
     if (r->status == SCORE_OK && s->w_length != 0.0) {
         size_t n = strlen(item->completion);
         double over = n > (size_t)s->length_max_chars ? (double)(n - (size_t)s->length_max_chars) : 0;
-        add_component(r, "length_penalty", -s->length_per_char * over, s->w_length);
+        add_component(r, "length", -s->length_per_char * over, s->w_length);
     }
     if (r->status == SCORE_OK && s->rm) {
         double v = 0.0;

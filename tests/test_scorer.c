@@ -82,7 +82,7 @@ static void test_builtin_defaults(void **state)
     assert_int_equal(r.status, SCORE_OK);
     assert_true(r.reward == 1.0);
     assert_int_equal(r.n_components, 1);
-    assert_string_equal(r.comp[0].name, "correctness");
+    assert_string_equal(r.comp[0].name, "correct");
     r = score(s, "addition", "12+34=", "47", "46", "");
     assert_int_equal(r.status, SCORE_OK);
     assert_true(r.reward == 0.0);
@@ -113,7 +113,7 @@ static void test_weighted_components(void **state)
     assert_int_equal(r.n_components, 3);
     assert_true(fabs(r.reward - (2.0 + 0.5)) < 1e-12);
     r = score(s, "addition", "12+34=", "460000", "46", ""); /* wrong, 3 chars over */
-    assert_string_equal(r.comp[2].name, "length_penalty");
+    assert_string_equal(r.comp[2].name, "length");
     assert_true(fabs(r.comp[2].value - (-0.3)) < 1e-12);
     assert_true(fabs(r.reward - (0.0 + 0.5 * r.comp[1].value - 0.3)) < 1e-12);
     scorer_destroy(s);
