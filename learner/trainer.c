@@ -726,7 +726,10 @@ static void write_metrics(trainer *t, const trainer_metrics *m)
     cJSON_Delete(o);
 }
 
-int trainer_step(trainer *t, trainer_metrics *m, coh_err *err)
+/* Start a step: the phase, its loss and optimizer settings; at a phase's first step fresh
+ * optimizer moments, and at RL's first step the frozen reference. */
+static int step_begin(trainer *t, trainer_metrics *m, int *phase_out, long *ps_out,
+                      loss_config *lc, optim_config *oc, coh_err *err)
 {
     trainer_config *c = &t->c;
     memset(m, 0, sizeof *m);
@@ -736,8 +739,6 @@ int trainer_step(trainer *t, trainer_metrics *m, coh_err *err)
     if (phase == PHASE_DONE)
         return coh_fail(err, COH_ESTATE, "training is complete: no steps left");
     m->phase = phase_names[phase];
-
-    /* phase start: fresh optimizer moments; RL freezes the reference */
     if (ps == 0) {
         memset(adamw_m(t->opt), 0, adamw_size(t->opt) * sizeof(float));
         memset(adamw_v(t->opt), 0, adamw_size(t->opt) * sizeof(float));
@@ -752,41 +753,40 @@ int trainer_step(trainer *t, trainer_metrics *m, coh_err *err)
                 return rc;
         }
     }
-
-    loss_config lc = c->loss;
-    optim_config oc = c->optim;
+    *lc = c->loss;
+    *oc = c->optim;
     if (phase == PHASE_SFT || phase == PHASE_RAFT) {
-        lc.mode = LOSS_SFT;
-        oc.lr = c->sft_lr;
-        oc.warmup_steps = c->sft_warmup;
-        oc.total_steps = phase == PHASE_SFT ? c->sft_steps : c->raft_steps;
+        lc->mode = LOSS_SFT;
+        oc->lr = c->sft_lr;
+        oc->warmup_steps = c->sft_warmup;
+        oc->total_steps = phase == PHASE_SFT ? c->sft_steps : c->raft_steps;
     } else {
-        lc.mode = LOSS_RL;
-        oc.lr = c->rl_lr;
-        oc.warmup_steps = c->rl_warmup;
-        oc.total_steps = c->rl_steps;
+        lc->mode = LOSS_RL;
+        oc->lr = c->rl_lr;
+        oc->warmup_steps = c->rl_warmup;
+        oc->total_steps = c->rl_steps;
     }
+    *phase_out = phase;
+    *ps_out = ps;
+    return COH_OK;
+}
 
-    int B = 0, rc;
-    double stoks = 0, stime = 0;
-    if (phase == PHASE_SFT)
-        rc = build_sft_batch(t, &B, err);
-    else
-        rc = build_rl_batch(t, phase == PHASE_RAFT, &B, &stoks, &stime, err);
-    if (rc)
-        return rc;
-    if (phase != PHASE_SFT) {
-        int n = c->prompts_per_step * c->group_size;
-        double s = 0, s2 = 0;
-        for (int i = 0; i < n; i++) {
-            s += t->rewards[i];
-            s2 += t->rewards[i] * t->rewards[i];
-        }
-        m->reward_mean = s / n;
-        m->reward_std = n > 1 ? sqrt(fmax(0.0, (s2 - s * s / n) / (n - 1))) : 0.0;
-        m->sampler_tokens_per_s = stime > 0 ? stoks / stime : 0.0;
+static void reward_stats(const double *r, int n, trainer_metrics *m)
+{
+    double s = 0, s2 = 0;
+    for (int i = 0; i < n; i++) {
+        s += r[i];
+        s2 += r[i] * r[i];
     }
+    m->reward_mean = n > 0 ? s / n : 0.0;
+    m->reward_std = n > 1 ? sqrt(fmax(0.0, (s2 - s * s / n) / (n - 1))) : 0.0;
+}
 
+/* The update on the B sequences in the batch buffers (built with stride max_T). */
+static int step_learn(trainer *t, int phase, long ps, const loss_config *lc,
+                      const optim_config *oc, int B, trainer_metrics *m, coh_err *err)
+{
+    (void)ps;
     double t_learn = now_s();
     loss_stats ls;
     memset(&ls, 0, sizeof ls);
@@ -794,7 +794,8 @@ int trainer_step(trainer *t, trainer_metrics *m, coh_err *err)
     memset(&as, 0, sizeof as);
     adamw_stats ost;
     memset(&ost, 0, sizeof ost);
-    ost.lr = optim_lr_at(&oc, ps);
+    ost.lr = optim_lr_at(oc, adamw_steps(t->opt));
+    int rc;
     if (B > 0) {
         int T = 0;
         for (int b = 0; b < B; b++)
@@ -808,20 +809,20 @@ int trainer_step(trainer *t, trainer_metrics *m, coh_err *err)
                         (size_t)T * sizeof(int));
         for (int b = 0; b < B; b++)
             t->seqs[b].tokens = t->tokens + (size_t)b * T;
-        if (lc.mode == LOSS_RL && loss_needs_ref(&lc) && (rc = compute_ref_logp(t, B, T, err)))
+        if (lc->mode == LOSS_RL && loss_needs_ref(lc) && (rc = compute_ref_logp(t, B, T, err)))
             return rc;
         rc = model_forward(t->policy, t->ws, t->tokens, B, T, err);
         if (rc)
             return rc;
-        rc = loss_advantages(&lc, t->seqs, B, T, t->adv, t->use, &as, err);
+        rc = loss_advantages(lc, t->seqs, B, T, t->adv, t->use, &as, err);
         if (rc)
             return rc;
         const model_config *mc = model_get_config(t->policy);
-        rc = loss_compute(&lc, t->seqs, B, T, t->adv, t->use, model_ws_logits(t->ws),
+        rc = loss_compute(lc, t->seqs, B, T, t->adv, t->use, model_ws_logits(t->ws),
                           mc->vocab_size, model_ws_dlogits(t->ws), &ls, err);
         if (rc == COH_ENONFINITE) {
             m->skipped = 1;
-            fprintf(stderr, "step %ld: update skipped: %s\n", t->step, err ? err->msg : "");
+            fprintf(stderr, "step %ld: update skipped: %s\n", t->step + 1, err ? err->msg : "");
         } else if (rc) {
             return rc;
         } else {
@@ -829,10 +830,11 @@ int trainer_step(trainer *t, trainer_metrics *m, coh_err *err)
             rc = model_backward(t->policy, t->ws, model_ws_dlogits(t->ws), t->grads, err);
             if (rc)
                 return rc;
-            rc = adamw_step(t->opt, &oc, model_params(t->policy), t->grads, 0.0f, &ost, err);
+            rc = adamw_step(t->opt, oc, model_params(t->policy), t->grads, 0.0f, &ost, err);
             if (rc == COH_ENONFINITE) {
                 m->skipped = 1;
-                fprintf(stderr, "step %ld: update skipped: %s\n", t->step, err ? err->msg : "");
+                fprintf(stderr, "step %ld: update skipped: %s\n", t->step + 1,
+                        err ? err->msg : "");
             } else if (rc) {
                 return rc;
             }
@@ -849,13 +851,18 @@ int trainer_step(trainer *t, trainer_metrics *m, coh_err *err)
     m->entropy = ls.entropy;
     m->grad_norm = ost.grad_norm;
     m->lr = ost.lr;
-    m->logp_max_abs_diff = lc.mode == LOSS_RL ? ls.max_abs_logp_diff : 0.0;
-    m->staleness_mean = 0.0; /* single process: every group is sampled with the current version */
+    m->logp_max_abs_diff = lc->mode == LOSS_RL ? ls.max_abs_logp_diff : 0.0;
     m->groups_used = phase == PHASE_SFT ? B : as.groups - as.dropped_groups;
     m->groups_dropped = as.dropped_groups;
+    return COH_OK;
+}
 
+/* End a step: evaluation, --sft-until, the metrics record, checkpoints. */
+static int step_end(trainer *t, int phase, trainer_metrics *m, coh_err *err)
+{
+    trainer_config *c = &t->c;
     long ps_next;
-    int next_phase = phase_of(c, t->step, &ps_next);
+    int rc, next_phase = phase_of(c, t->step, &ps_next);
     int phase_end = next_phase != phase;
     if ((c->eval_every > 0 && t->step % c->eval_every == 0) || (phase_end && c->eval_every > 0)) {
         if ((rc = trainer_evaluate(t, 0, &m->eval_accuracy, err)))
@@ -874,4 +881,81 @@ int trainer_step(trainer *t, trainer_metrics *m, coh_err *err)
         if ((rc = trainer_checkpoint(t, err)))
             return rc;
     return COH_OK;
+}
+
+int trainer_step(trainer *t, trainer_metrics *m, coh_err *err)
+{
+    int phase, rc;
+    long ps;
+    loss_config lc;
+    optim_config oc;
+    if ((rc = step_begin(t, m, &phase, &ps, &lc, &oc, err)))
+        return rc;
+    int B = 0;
+    double stoks = 0, stime = 0;
+    if (phase == PHASE_SFT)
+        rc = build_sft_batch(t, &B, err);
+    else
+        rc = build_rl_batch(t, phase == PHASE_RAFT, &B, &stoks, &stime, err);
+    if (rc)
+        return rc;
+    if (phase != PHASE_SFT) {
+        reward_stats(t->rewards, t->c.prompts_per_step * t->c.group_size, m);
+        m->sampler_tokens_per_s = stime > 0 ? stoks / stime : 0.0;
+    }
+    m->staleness_mean = 0.0; /* single process: every group is sampled with the current version */
+    if ((rc = step_learn(t, phase, ps, &lc, &oc, B, m, err)))
+        return rc;
+    return step_end(t, phase, m, err);
+}
+
+int trainer_in_rl(const trainer *t)
+{
+    long ps;
+    return phase_of(&t->c, t->step, &ps) == PHASE_RL;
+}
+
+int trainer_step_groups(trainer *t, const trainer_group *groups, int n, trainer_metrics *m,
+                        coh_err *err)
+{
+    int phase, rc;
+    long ps;
+    loss_config lc;
+    optim_config oc;
+    long p0;
+    if (phase_of(&t->c, t->step, &p0) != PHASE_RL)
+        return coh_fail(err, COH_ESTATE,
+                        "step %ld is not an RL step: scored groups are used in the RL phase only",
+                        t->step + 1);
+    if ((rc = step_begin(t, m, &phase, &ps, &lc, &oc, err)))
+        return rc;
+    int B = 0;
+    double staleness = 0.0;
+    long ncomp = 0;
+    for (int g = 0; g < n; g++) {
+        const trainer_group *gr = &groups[g];
+        for (int i = 0; i < gr->n; i++) {
+            const trainer_completion *cp = &gr->completions[i];
+            if (B >= t->max_B)
+                return coh_fail(err, COH_ERANGE,
+                                "%d groups hold more than the %d sequences a step takes", n,
+                                t->max_B);
+            if (gr->prompt_len < 1 || cp->len < 1 || gr->prompt_len + cp->len > t->max_T)
+                return coh_fail(err, COH_ESHAPE,
+                                "group %d completion %d: %d prompt + %d completion tokens (the "
+                                "model takes 1..%d in all)",
+                                g, i, gr->prompt_len, cp->len, t->max_T);
+            put_seq(t, B, gr->prompt, gr->prompt_len, cp->tokens, cp->len, cp->behaviour_logp,
+                    cp->reward, g);
+            t->rewards[B] = cp->reward;
+            staleness += (double)(t->step - cp->version);
+            ncomp++;
+            B++;
+        }
+    }
+    reward_stats(t->rewards, B, m);
+    m->staleness_mean = ncomp ? staleness / (double)ncomp : 0.0;
+    if ((rc = step_learn(t, phase, ps, &lc, &oc, B, m, err)))
+        return rc;
+    return step_end(t, phase, m, err);
 }

@@ -93,6 +93,32 @@ typedef struct trainer_metrics {
 int trainer_has_next(const trainer *t);
 /* One optimizer step (or a skipped step for non-finite numbers, reported in m->skipped). */
 int trainer_step(trainer *t, trainer_metrics *m, coh_err *err);
+/* One completion an actor sampled and the reward service scored. */
+typedef struct trainer_completion {
+    const int *tokens;            /* [len] completion ids (EOS included if sampled) */
+    int len;
+    const float *behaviour_logp;  /* [len] log-probs the actor sampled them with */
+    double reward;
+    long version;                 /* policy version it was sampled with */
+} trainer_completion;
+
+/* The scored completions of one prompt. */
+typedef struct trainer_group {
+    const int *prompt;            /* [prompt_len] ids, <bos> first */
+    int prompt_len;
+    int n;
+    const trainer_completion *completions;
+} trainer_group;
+
+/* 1 when the next step is an RL step (the phase that takes actors' groups). */
+int trainer_in_rl(const trainer *t);
+/* One RL step on groups sampled elsewhere (the distributed learner): the same update,
+ * evaluation, metrics and checkpoints as trainer_step, with staleness_mean measured from
+ * each completion's version (the version of a policy is its step count). The groups must
+ * fit the configured batch (prompts_per_step x group_size sequences); they were validated
+ * by the caller. COH_ESTATE outside the RL phase. */
+int trainer_step_groups(trainer *t, const trainer_group *groups, int n, trainer_metrics *m,
+                        coh_err *err);
 /* Greedy accuracy on the first n held-out prompts (n <= 0: eval_size). */
 int trainer_evaluate(trainer *t, int n, double *accuracy, coh_err *err);
 /* Write a checkpoint of the current state now. */

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "rng.h"
+#include "sampler.h"
 #include "trainer.h"
 
 static char g_tmp[256];
@@ -199,6 +201,83 @@ static void test_nonfinite_step_is_skipped(void **state)
     trainer_destroy(t);
 }
 
+/* Groups sampled elsewhere (as an actor does, with the shared sampler) train the policy;
+ * for groups of the current version the learner's log-probabilities equal the behaviour
+ * ones to float rounding, and staleness counts versions behind. */
+static void test_external_groups(void **state)
+{
+    (void)state;
+    coh_err err;
+    trainer_config c = small_config("ext");
+    c.sft_steps = 0;
+    c.raft_steps = 0;
+    c.rl_steps = 3;
+    c.eval_every = 0;
+    trainer *t = NULL;
+    assert_int_equal(trainer_create(&c, 0, &t, &err), COH_OK);
+    assert_true(trainer_in_rl(t));
+    model *p = trainer_policy(t);
+    sampler *s = NULL;
+    assert_int_equal(sampler_create(p, c.group_size, model_get_config(p)->max_seq, &s, &err),
+                     COH_OK);
+    sample_params sp = c.sampling;
+    sp.temperature = c.loss.temperature;
+    int M = sp.max_new_tokens, G = c.group_size, P = c.prompts_per_step;
+    int prompts[3][4] = {{1, 20, 14, 30}, {1, 21, 14, 19}, {1, 25, 11, 18}};
+    int *tok = calloc((size_t)P * G * M, sizeof(int)), *len = calloc((size_t)P * G, sizeof(int));
+    float *lp = calloc((size_t)P * G * M, sizeof(float));
+    trainer_completion *comp = calloc((size_t)P * G, sizeof *comp);
+    trainer_group groups[3];
+    rng r;
+    rng_init(&r, 5);
+    for (int version = 0; version < 2; version++) {
+        /* sampled once, with version 0; the second step reuses them one version late */
+        for (int g = 0; g < P && version == 0; g++) {
+            assert_int_equal(sampler_generate(s, prompts[g], 4, G, &sp, &r, tok + g * G * M,
+                                              lp + g * G * M, NULL, len + g * G, &err),
+                             COH_OK);
+            for (int i = 0; i < G; i++) {
+                trainer_completion *cp = &comp[g * G + i];
+                cp->tokens = tok + (g * G + i) * M;
+                cp->len = len[g * G + i];
+                cp->behaviour_logp = lp + (g * G + i) * M;
+                cp->reward = (double)(i % 2);
+                cp->version = 0; /* all sampled with version 0 */
+            }
+            groups[g] = (trainer_group){prompts[g], 4, G, comp + g * G};
+        }
+        trainer_metrics m;
+        if (trainer_step_groups(t, groups, P, &m, &err))
+            fail_msg("%s", err.msg);
+        assert_int_equal(m.step, version + 1);
+        assert_true(m.groups_used == P);
+        assert_true(fabs(m.reward_mean - 0.5) < 1e-9);
+        if (version == 0) {
+            assert_true(m.logp_max_abs_diff < 1e-4); /* parity: float rounding only */
+            assert_true(m.staleness_mean == 0.0);
+        } else {
+            assert_true(m.logp_max_abs_diff > 1e-6); /* the policy moved since */
+            assert_true(m.staleness_mean == 1.0);
+        }
+    }
+    /* more sequences than a step takes */
+    trainer_group many[4] = {groups[0], groups[1], groups[2], groups[0]};
+    trainer_metrics m;
+    assert_int_equal(trainer_step_groups(t, many, 4, &m, &err), COH_ERANGE);
+    sampler_destroy(s);
+    free(tok);
+    free(len);
+    free(lp);
+    free(comp);
+    trainer_destroy(t);
+    /* outside the RL phase */
+    trainer_config c2 = small_config("ext2");
+    assert_int_equal(trainer_create(&c2, 0, &t, &err), COH_OK);
+    assert_false(trainer_in_rl(t));
+    assert_int_equal(trainer_step_groups(t, groups, 1, &m, &err), COH_ESTATE);
+    trainer_destroy(t);
+}
+
 static void test_resume_without_checkpoint_fails(void **state)
 {
     (void)state;
@@ -216,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_metrics_and_checkpoints),
         cmocka_unit_test(test_nonfinite_step_is_skipped),
+        cmocka_unit_test(test_external_groups),
         cmocka_unit_test(test_resume_without_checkpoint_fails),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
