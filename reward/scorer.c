@@ -274,7 +274,7 @@ static int call_verifier(scorer *s, verifier *v, const scorer_item *item, scorer
         snprintf(cname, sizeof cname, "verifier:%s", v->name);
         add_component(r, cname, reply.score, v->weight);
         if (reply.details[0] && !r->detail[0])
-            snprintf(r->detail, sizeof r->detail, "%s: %.200s", v->name, reply.details);
+            snprintf(r->detail, sizeof r->detail, "%.40s: %.200s", v->name, reply.details);
         return 0;
     }
     if (unknown) {
