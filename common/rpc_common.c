@@ -1,0 +1,164 @@
+/* rpc_common.c - library lifetime, status names, protobuf-c and byte-buffer helpers. */
+#include "rpc.h"
+#include "rpc_internal.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- library lifetime ---- */
+
+void rpc_global_init(void)
+{
+    grpc_init();
+}
+
+void rpc_global_shutdown(void)
+{
+    /* From a thread gRPC does not own, the last grpc_shutdown cleans up synchronously. */
+    grpc_shutdown();
+}
+
+/* ---- status ---- */
+
+const char *rpc_status_name(int code)
+{
+    static const char *const names[] = {
+        "OK",           "CANCELLED",         "UNKNOWN",           "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED", "NOT_FOUND",    "ALREADY_EXISTS",    "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",   "OUT_OF_RANGE",
+        "UNIMPLEMENTED", "INTERNAL",         "UNAVAILABLE",       "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    if (code < 0 || (size_t)code >= sizeof names / sizeof names[0])
+        return "UNKNOWN_STATUS";
+    return names[code];
+}
+
+int rpc_status_to_coh(int code)
+{
+    switch (code) {
+    case GRPC_STATUS_OK:
+        return COH_OK;
+    case GRPC_STATUS_INVALID_ARGUMENT:
+        return COH_EINVAL;
+    case GRPC_STATUS_NOT_FOUND:
+        return COH_ENOTFOUND;
+    case GRPC_STATUS_RESOURCE_EXHAUSTED:
+    case GRPC_STATUS_OUT_OF_RANGE:
+        return COH_ERANGE;
+    case GRPC_STATUS_UNIMPLEMENTED:
+        return COH_EUNSUPPORTED;
+    case GRPC_STATUS_FAILED_PRECONDITION:
+        return COH_ESTATE;
+    default:
+        return COH_EIO;
+    }
+}
+
+int rpc_status_to_err(const rpc_status *st, const char *what, coh_err *err)
+{
+    int code = rpc_status_to_coh(st->code);
+    if (code == COH_OK) {
+        coh_err_clear(err);
+        return COH_OK;
+    }
+    return coh_fail(err, code, "%s: %s%s%s", what ? what : "rpc", rpc_status_name(st->code),
+                    st->message[0] ? ": " : "", st->message);
+}
+
+void rpc__status_set(rpc_status *st, grpc_status_code code, grpc_slice details)
+{
+    size_t n = GRPC_SLICE_LENGTH(details);
+    if (n > sizeof st->message - 1)
+        n = sizeof st->message - 1;
+    if (n)
+        memcpy(st->message, GRPC_SLICE_START_PTR(details), n);
+    st->message[n] = '\0';
+    st->code = code;
+}
+
+void rpc__status_setf(rpc_status *st, grpc_status_code code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(st->message, sizeof st->message, fmt, ap);
+    va_end(ap);
+    st->code = code;
+}
+
+/* ---- messages ---- */
+
+ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *bytes,
+                             size_t len)
+{
+    static const uint8_t empty[1];
+    if (!desc)
+        return NULL;
+    return protobuf_c_message_unpack(desc, NULL, len, bytes ? bytes : empty);
+}
+
+void rpc_msg_free(ProtobufCMessage *msg)
+{
+    if (msg)
+        protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+int rpc_pack(const ProtobufCMessage *msg, size_t max_len, uint8_t **out, size_t *out_len,
+             coh_err *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (!msg)
+        return coh_fail(err, COH_EINVAL, "rpc_pack: no message");
+    if (max_len == 0 || max_len > UINT32_MAX)
+        max_len = UINT32_MAX;
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    if (n > max_len)
+        return coh_fail(err, COH_ERANGE, "%s message encodes to %zu bytes, over the limit of %zu",
+                        msg->descriptor->name, n, max_len);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf)
+        return coh_fail(err, COH_ENOMEM, "rpc_pack: out of memory for %zu bytes", n);
+    protobuf_c_message_pack(msg, buf);
+    *out = buf;
+    *out_len = n;
+    return COH_OK;
+}
+
+/* ---- byte buffers ---- */
+
+grpc_byte_buffer *rpc__buffer_from_bytes(const uint8_t *bytes, size_t len)
+{
+    grpc_slice s = grpc_slice_malloc(len);
+    if (len)
+        memcpy(GRPC_SLICE_START_PTR(s), bytes, len);
+    grpc_byte_buffer *b = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return b;
+}
+
+grpc_byte_buffer *rpc__buffer_from_msg(const ProtobufCMessage *msg)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    grpc_slice s = grpc_slice_malloc(n);
+    if (n)
+        protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+    grpc_byte_buffer *b = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return b;
+}
+
+int rpc__buffer_read(grpc_byte_buffer *b, grpc_slice *out)
+{
+    grpc_byte_buffer_reader r;
+    if (!grpc_byte_buffer_reader_init(&r, b)) {
+        *out = grpc_empty_slice();
+        return COH_EFORMAT;
+    }
+    *out = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    return COH_OK;
+}
