@@ -154,10 +154,11 @@ int tok_load(const char *path, tokenizer **out, coh_err *err)
     return COH_OK;
 }
 
-int tok_save(const tokenizer *t, const char *path, coh_err *err)
+int tok_to_json(const tokenizer *t, char **out, coh_err *err)
 {
-    if (!t || !path)
-        return coh_fail(err, COH_EINVAL, "tok_save: NULL argument");
+    if (!t || !out)
+        return coh_fail(err, COH_EINVAL, "tok_to_json: NULL argument");
+    *out = NULL;
     cJSON *root = cJSON_CreateObject();
     int ok = root && cJSON_AddStringToObject(root, "type", TOK_TYPE) &&
              cJSON_AddNumberToObject(root, "version", TOK_VERSION);
@@ -171,13 +172,42 @@ int tok_save(const tokenizer *t, const char *path, coh_err *err)
     ok = ok && cJSON_AddStringToObject(root, "chars", t->chars);
     char *text = ok ? cJSON_Print(root) : NULL;
     cJSON_Delete(root);
-    if (!text)
-        return coh_fail(err, COH_ENOMEM, "out of memory writing tokenizer '%s'", path);
+    if (text) {
+        *out = strdup(text);
+        cJSON_free(text);
+    }
+    if (!*out)
+        return coh_fail(err, COH_ENOMEM, "out of memory formatting tokenizer.json");
+    return COH_OK;
+}
+
+int tok_from_text(const char *text, size_t len, tokenizer **out, coh_err *err)
+{
+    if (out)
+        *out = NULL;
+    if (!text || !out)
+        return coh_fail(err, COH_EINVAL, "tok_from_text: NULL argument");
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    if (!root)
+        return coh_fail(err, COH_EFORMAT, "tokenizer.json text is not valid JSON");
+    int rc = tok_from_json(root, out, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int tok_save(const tokenizer *t, const char *path, coh_err *err)
+{
+    if (!t || !path)
+        return coh_fail(err, COH_EINVAL, "tok_save: NULL argument");
+    char *text = NULL;
+    int rc = tok_to_json(t, &text, err);
+    if (rc != COH_OK)
+        return coh_wrap(err, rc, "writing tokenizer '%s'", path);
     size_t n = strlen(text);
     const void *parts[2] = {text, "\n"};
     size_t lens[2] = {n, 1};
-    int rc = fs_write_atomic_iov(path, parts, lens, 2, err);
-    cJSON_free(text);
+    rc = fs_write_atomic_iov(path, parts, lens, 2, err);
+    free(text);
     return rc;
 }
 

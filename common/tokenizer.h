@@ -26,6 +26,10 @@ int tok_create_default(tokenizer **out, coh_err *err);
 int tok_load(const char *path, tokenizer **out, coh_err *err);
 /* Atomic write (temp file, fsync, rename). */
 int tok_save(const tokenizer *t, const char *path, coh_err *err);
+/* The same JSON in memory (a weight manifest): *out is malloc'd text; tok_from_text parses
+ * such text with every check tok_load makes. */
+int tok_to_json(const tokenizer *t, char **out, coh_err *err);
+int tok_from_text(const char *text, size_t len, tokenizer **out, coh_err *err);
 void tok_destroy(tokenizer *t);
 
 int tok_vocab_size(const tokenizer *t);

@@ -127,6 +127,9 @@ trainer_config trainer_config_default(void)
 }
 
 long trainer_current_step(const trainer *t) { return t->step; }
+const trainer_config *trainer_get_config(const trainer *t) { return &t->c; }
+const tokenizer *trainer_tokenizer(const trainer *t) { return t->tok; }
+long trainer_total_steps(const trainer *t) { return total_steps(&t->c); }
 model *trainer_policy(trainer *t) { return t->policy; }
 
 int trainer_has_next(const trainer *t) { return t->step < total_steps(&t->c); }

@@ -29,6 +29,7 @@
 #include "optim.h"
 #include "sampler.h"
 #include "tasks.h"
+#include "tokenizer.h"
 
 typedef struct trainer_config {
     char out_dir[512];      /* run folder: metrics.jsonl, checkpoints/, reference/ */
@@ -125,6 +126,10 @@ int trainer_evaluate(trainer *t, int n, double *accuracy, coh_err *err);
 int trainer_checkpoint(trainer *t, coh_err *err);
 
 long trainer_current_step(const trainer *t);
+long trainer_total_steps(const trainer *t);
+/* The effective configuration (after --resume applied the checkpoint's settings). */
+const trainer_config *trainer_get_config(const trainer *t);
+const tokenizer *trainer_tokenizer(const trainer *t);
 model *trainer_policy(trainer *t);
 
 #endif

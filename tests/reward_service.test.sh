@@ -37,11 +37,12 @@ JSON
 RPID=$!
 PIDS+=($RPID)
 
-"$PY" - "$ROOT" "$RPORT" "$WORK" <<'PY'
+"$PY" - "$ROOT" "$RPORT" "$WORK" "$VPORT" "$SPORT" <<'PY'
 import importlib, json, os, sys, tempfile, time
 import grpc
 from grpc_tools import protoc
 root, port, work = sys.argv[1], sys.argv[2], sys.argv[3]
+verifier_ports = sys.argv[4:]
 out = tempfile.mkdtemp(dir=work)
 src = os.path.join(out, "src", "health_v1"); os.makedirs(src)
 open(os.path.join(src, "health.proto"), "w").write(open("/usr/share/grpc-proto/grpc/health/v1/health.proto").read())
@@ -68,6 +69,17 @@ for _ in range(100):
         time.sleep(0.1)
 else:
     sys.exit("FAIL: cohort-reward never became healthy")
+# and both example verifiers (they compile their stubs when they start)
+for vp in verifier_ports:
+    vh = hrpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{vp}"))
+    for _ in range(200):
+        try:
+            if vh.Check(hpb.HealthCheckRequest(service=""), timeout=1).status == hpb.HealthCheckResponse.SERVING:
+                break
+        except grpc.RpcError:
+            time.sleep(0.1)
+    else:
+        sys.exit(f"FAIL: the example verifier on port {vp} never became healthy")
 stub = rpc.RewardStub(ch)
 meta = json.dumps({"target": "ABC", "note": "from the prompt file"})
 items = [
