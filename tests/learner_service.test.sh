@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# learner_service.test.sh - cohort-learner for real over loopback, driven by a Python grpcio
+# client generated from proto/: health; registration; the version stream and a chunked,
+# checksummed weight download reassembled and verified; leases; bad submissions (malformed
+# bytes, wrong group size, non-finite log-prob, unknown lease, unknown actor) each with its
+# status while the server keeps serving; a valid group that triggers an update whose new
+# version reaches the watcher; Monitor status, workers, pause/resume, checkpoint; SIGTERM
+# writes a checkpoint and exits 0.
+# usage: bash tests/learner_service.test.sh BUILD_DIR
+set -euo pipefail
+BUILD=${1:?usage: learner_service.test.sh BUILD_DIR}
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY=/usr/bin/python3
+WORK="$(mktemp -d)"
+LPID=""
+cleanup() { [ -n "$LPID" ] && kill "$LPID" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+cd "$WORK"
+PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT" --out run --sft-steps 3 \
+  --rl-steps 3 --prompts 1 --group-size 2 --eval-every 0 --ckpt-every 0 > learner.out 2>&1 &
+LPID=$!
+
+"$PY" - "$ROOT" "$PORT" "$WORK" <<'PY' || { echo "FAIL: learner output:"; cat learner.out; exit 1; }
+import importlib, json, os, sys, tempfile, time, zlib
+import grpc
+from grpc_tools import protoc
+root, port, work = sys.argv[1], sys.argv[2], sys.argv[3]
+out = tempfile.mkdtemp(dir=work)
+src = os.path.join(out, "src", "health_v1"); os.makedirs(src)
+open(os.path.join(src, "health.proto"), "w").write(open("/usr/share/grpc-proto/grpc/health/v1/health.proto").read())
+for args in ([f"-I{root}/proto"] + [f"{root}/proto/cohort/v1/{f}" for f in ("common.proto", "learner.proto", "monitor.proto")],
+             [f"-I{out}/src", os.path.join(src, "health.proto")]):
+    assert protoc.main(["protoc", f"--python_out={out}", f"--grpc_python_out={out}"] + args) == 0
+for r, _, _ in os.walk(out):
+    open(os.path.join(r, "__init__.py"), "a").close()
+sys.path.insert(0, out)
+lpb = importlib.import_module("cohort.v1.learner_pb2"); lrpc = importlib.import_module("cohort.v1.learner_pb2_grpc")
+mpb = importlib.import_module("cohort.v1.monitor_pb2"); mrpc = importlib.import_module("cohort.v1.monitor_pb2_grpc")
+hpb = importlib.import_module("health_v1.health_pb2"); hrpc = importlib.import_module("health_v1.health_pb2_grpc")
+ch = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 16 << 20)])
+for _ in range(300):
+    try:
+        if hrpc.HealthStub(ch).Check(hpb.HealthCheckRequest(service="cohort.v1.Learner"), timeout=1).status == hpb.HealthCheckResponse.SERVING:
+            break
+    except grpc.RpcError:
+        time.sleep(0.1)
+else:
+    sys.exit("FAIL: cohort-learner never became healthy")
+L = lrpc.LearnerStub(ch); M = mrpc.MonitorStub(ch)
+def code_of(fn, *a, **k):
+    try:
+        fn(*a, **k); return grpc.StatusCode.OK
+    except grpc.RpcError as e:
+        return e.code()
+
+reg = L.RegisterActor(lpb.RegisterRequest(name="py", threads=1), timeout=5)
+assert reg.actor_id != 0 and reg.group_size == 2, reg
+v0 = reg.current_version
+watch = L.WatchVersions(lpb.WatchVersionsRequest(actor_id=reg.actor_id), timeout=60)
+n0 = next(watch)
+assert n0.version == v0 and n0.manifest.config_json and n0.manifest.tokenizer_json, n0
+# download in small chunks, resume mid-way, verify every CRC and the whole
+blob = bytearray(); first = True
+for ch_ in L.DownloadWeights(lpb.DownloadRequest(actor_id=reg.actor_id, version=v0, max_chunk_bytes=65536), timeout=30):
+    assert ch_.offset == len(blob) and zlib.crc32(ch_.data) == ch_.chunk_crc32
+    if first: assert ch_.manifest.config_json; first = False
+    blob += ch_.data
+    if len(blob) >= 3 * 65536: break
+for ch_ in L.DownloadWeights(lpb.DownloadRequest(actor_id=reg.actor_id, version=v0, offset=len(blob)), timeout=30):
+    assert ch_.offset == len(blob) and zlib.crc32(ch_.data) == ch_.chunk_crc32
+    blob += ch_.data
+assert len(blob) == n0.total_bytes and zlib.crc32(bytes(blob)) == n0.checksum, (len(blob), n0.total_bytes)
+got = code_of(lambda: list(L.DownloadWeights(lpb.DownloadRequest(version=v0 + 99), timeout=5)))
+assert got == grpc.StatusCode.NOT_FOUND, got
+
+leases = L.LeasePrompts(lpb.LeaseRequest(actor_id=reg.actor_id, max_prompts=1), timeout=5).leases
+assert len(leases) == 1 and leases[0].prompt_tokens[0] == 1 and leases[0].task == "addition", leases
+le = leases[0]
+T = reg.sampling.temperature
+def comp(tokens=(2,), lp=(-0.5,), v=v0, reward=1.0):
+    return lpb.ScoredCompletion(completion_tokens=list(tokens), behaviour_logprobs=list(lp), policy_version=v, reward=reward, status=1)
+raw = ch.unary_unary("/cohort.v1.Learner/SubmitGroup", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+assert code_of(raw, b"\xff\xff\xff", timeout=5) == grpc.StatusCode.INVALID_ARGUMENT
+bad = [
+    ("wrong group size", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[comp()], temperature=T), grpc.StatusCode.INVALID_ARGUMENT),
+    ("non-finite logprob", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[comp(), comp(lp=(float("nan"),))], temperature=T), grpc.StatusCode.INVALID_ARGUMENT),
+    ("length mismatch", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[comp(), comp(tokens=(5, 2))], temperature=T), grpc.StatusCode.INVALID_ARGUMENT),
+    ("future version", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[comp(), comp(v=v0 + 5)], temperature=T), grpc.StatusCode.INVALID_ARGUMENT),
+    ("unknown lease", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=12345, completions=[comp(), comp()], temperature=T), grpc.StatusCode.NOT_FOUND),
+    ("unknown actor", lpb.SubmitGroupRequest(actor_id=777, lease_id=le.lease_id, completions=[comp(), comp()], temperature=T), grpc.StatusCode.NOT_FOUND),
+]
+for name, req, want in bad:
+    got = code_of(L.SubmitGroup, req, timeout=5)
+    assert got == want, f"{name}: {got} != {want}"
+st = M.GetStatus(mpb.GetStatusRequest(), timeout=5)
+assert st.buffered_groups == 0 and st.step == v0, st
+rep = L.SubmitGroup(lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id,
+                    completions=[comp(reward=1.0), comp(tokens=(20, 2), lp=(-1.0, -0.2), reward=0.0)], temperature=T), timeout=5)
+assert rep.accepted, rep
+assert code_of(L.SubmitGroup, lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id,
+               completions=[comp(), comp()], temperature=T), timeout=5) in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.NOT_FOUND)
+n1 = next(watch)   # the update publishes version v0 + 1
+assert n1.version == v0 + 1, n1
+st = M.GetStatus(mpb.GetStatusRequest(), timeout=5)
+assert st.step == v0 + 1 and st.last.step == v0 + 1, st
+w = M.ListWorkers(mpb.ListWorkersRequest(), timeout=5).workers
+assert len(w) == 1 and w[0].name == "py" and w[0].groups_accepted == 1, w
+assert M.Pause(mpb.ControlRequest(reason="test"), timeout=5).paused
+assert L.LeasePrompts(lpb.LeaseRequest(actor_id=reg.actor_id, max_prompts=1), timeout=5).paused
+assert not M.Resume(mpb.ControlRequest(), timeout=5).paused
+cp = M.Checkpoint(mpb.CheckpointRequest(), timeout=30)
+assert os.path.isdir(cp.path), cp
+le2 = L.LeasePrompts(lpb.LeaseRequest(actor_id=reg.actor_id, max_prompts=1), timeout=5).leases
+assert len(le2) == 1
+assert L.ReturnLeases(lpb.ReturnLeasesRequest(actor_id=reg.actor_id, lease_ids=[le2[0].lease_id]), timeout=5).returned == 1
+watch.cancel()
+print("learner service: registration, versions, chunked download, leases, bad input, update, monitor: ok")
+PY
+
+kill -TERM "$LPID"
+for _ in $(seq 100); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$LPID" 2>/dev/null; then echo "FAIL: cohort-learner did not stop on SIGTERM" >&2; cat learner.out; exit 1; fi
+wait "$LPID" || { echo "FAIL: cohort-learner exited with an error"; cat learner.out; exit 1; }
+LPID=""
+grep -q "checkpoint written" learner.out || { echo "FAIL: no checkpoint on SIGTERM"; cat learner.out; exit 1; }
+[ -s run/checkpoints/latest ] || { echo "FAIL: no latest checkpoint"; exit 1; }
+echo "learner_service.test.sh: OK"
