@@ -62,6 +62,15 @@ typedef struct watcher {
     struct watcher *next;
 } watcher;
 
+#define HISTORY 1024
+
+typedef struct mwatcher {
+    rpc_call *call;
+    int sending;
+    long next_step; /* next step to send */
+    struct mwatcher *next;
+} mwatcher;
+
 typedef struct learner {
     uv_loop_t *loop;
     rpc_server *server;
@@ -90,6 +99,9 @@ typedef struct learner {
     int batch_n;
     trainer_metrics last;
     int have_last;
+    trainer_metrics hist[HISTORY]; /* ring: step s at hist[s % HISTORY] */
+    long hist_first, hist_end;     /* steps [hist_first, hist_end) are held */
+    mwatcher *mwatchers;
     wt_snapshot *new_snap;
     int work_rc;
     coh_err work_err;
@@ -526,6 +538,7 @@ static void on_return(rpc_call *call, rpc_event ev, void *data)
 /* ---- submissions and updates ----------------------------------------------------------------- */
 
 static void maybe_update(learner *L);
+static void record_metrics(learner *L, const trainer_metrics *m);
 
 static void on_submit(rpc_call *call, rpc_event ev, void *data)
 {
@@ -670,6 +683,7 @@ static void update_done(uv_work_t *w, int status)
     } else {
         L->have_last = 1;
         const trainer_metrics *m = &L->last;
+        record_metrics(L, m);
         gbuf_stats gs;
         gbuf_get_stats(L->buf, &gs);
         printf("step %5ld/%ld [rl  ] reward %.3f±%.3f kl %.4f clip %.3f entropy %.3f gnorm %.2f "
@@ -716,12 +730,167 @@ static void maybe_update(learner *L)
 
 /* ---- Monitor ---------------------------------------------------------------------------------- */
 
+static void fill_metrics(const trainer_metrics *t, Cohort__V1__StepMetrics *m)
+{
+    cohort__v1__step_metrics__init(m);
+    m->step = t->step;
+    m->version = t->version;
+    m->phase = (char *)t->phase;
+    m->reward_mean = t->reward_mean;
+    m->reward_std = t->reward_std;
+    if (t->eval_accuracy >= 0) {
+        m->eval_accuracy_present_case = COHORT__V1__STEP_METRICS__EVAL_ACCURACY_PRESENT_EVAL_ACCURACY;
+        m->eval_accuracy = t->eval_accuracy;
+    }
+    m->kl = t->kl;
+    m->clip_frac = t->clip_frac;
+    m->entropy = t->entropy;
+    m->grad_norm = t->grad_norm;
+    m->lr = t->lr;
+    m->learner_tokens_per_s = t->learner_tokens_per_s;
+    m->sampler_tokens_per_s = t->sampler_tokens_per_s;
+    m->staleness_mean = t->staleness_mean;
+    m->groups_used = t->groups_used;
+    m->groups_dropped = t->groups_dropped;
+    m->time_s = t->time_s;
+    m->logp_max_abs_diff = t->logp_max_abs_diff;
+}
+
+static void mwatch_send(learner *L, mwatcher *w);
+
+static void on_mwatch_sent(rpc_call *call, int ok, void *data)
+{
+    learner *L = data;
+    for (mwatcher *w = L->mwatchers; w; w = w->next)
+        if (w->call == call) {
+            w->sending = 0;
+            if (ok)
+                mwatch_send(L, w);
+            return;
+        }
+}
+
+static void mwatch_send(learner *L, mwatcher *w)
+{
+    if (w->sending)
+        return;
+    if (w->next_step < L->hist_first)
+        w->next_step = L->hist_first;
+    if (w->next_step >= L->hist_end)
+        return;
+    Cohort__V1__StepMetrics m;
+    fill_metrics(&L->hist[w->next_step % HISTORY], &m);
+    if (rpc_call_send_msg(w->call, &m.base, on_mwatch_sent, L) == COH_OK) {
+        w->sending = 1;
+        w->next_step++;
+    }
+}
+
+static void on_mwatch_cancel(rpc_call *call, void *data)
+{
+    learner *L = data;
+    for (mwatcher **p = &L->mwatchers; *p; p = &(*p)->next)
+        if ((*p)->call == call) {
+            mwatcher *dead = *p;
+            *p = dead->next;
+            free(dead);
+            return;
+        }
+}
+
+static void on_watch_metrics(rpc_call *call, rpc_event ev, void *data)
+{
+    (void)ev;
+    learner *L = data;
+    Cohort__V1__WatchMetricsRequest *req = (Cohort__V1__WatchMetricsRequest *)
+        rpc_call_unpack_request(call, &cohort__v1__watch_metrics_request__descriptor);
+    if (!req)
+        return;
+    mwatcher *w = calloc(1, sizeof *w);
+    if (!w) {
+        rpc_msg_free(&req->base);
+        rpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "learner out of memory");
+        return;
+    }
+    /* 0: only new steps; N > 0: from step N; -K: the last K steps */
+    long from = (long)req->from_step;
+    rpc_msg_free(&req->base);
+    w->next_step = from == 0 ? L->hist_end : from > 0 ? from : L->hist_end + from;
+    w->call = call;
+    w->next = L->mwatchers;
+    L->mwatchers = w;
+    rpc_call_on_cancel(call, on_mwatch_cancel, L);
+    mwatch_send(L, w);
+}
+
+static void record_metrics(learner *L, const trainer_metrics *m)
+{
+    /* one record per step; the history index is the step number */
+    if (L->hist_end == 0 && L->hist_first == 0)
+        L->hist_first = L->hist_end = m->step;
+    L->hist[m->step % HISTORY] = *m;
+    L->hist_end = m->step + 1;
+    if (L->hist_end - L->hist_first > HISTORY)
+        L->hist_first = L->hist_end - HISTORY;
+    for (mwatcher *w = L->mwatchers; w; w = w->next)
+        mwatch_send(L, w);
+}
+
+static void on_set(rpc_call *call, rpc_event ev, void *data)
+{
+    (void)ev;
+    learner *L = data;
+    Cohort__V1__SetRequest *req = (Cohort__V1__SetRequest *)rpc_call_unpack_request(
+        call, &cohort__v1__set_request__descriptor);
+    if (!req)
+        return;
+    if (L->updating) {
+        rpc_msg_free(&req->base);
+        rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE,
+                      "an update is running; retry in a moment (settings apply between steps)");
+        return;
+    }
+    /* all or nothing: check every setting on a copy of the config first */
+    coh_err err;
+    trainer_config saved = *trainer_get_config(L->tr);
+    int rc = COH_OK;
+    for (size_t i = 0; i < req->n_settings && !rc; i++)
+        rc = trainer_set_hparam(L->tr, req->settings[i]->key, req->settings[i]->value, &err);
+    if (rc) {
+        /* undo the ones already applied */
+        for (size_t i = 0; i < req->n_settings; i++) {
+            const char *k = req->settings[i]->key;
+            double v = strcmp(k, "lr") == 0 ? saved.rl_lr
+                       : strcmp(k, "beta") == 0 ? saved.loss.beta
+                       : strcmp(k, "temperature") == 0 ? saved.loss.temperature
+                       : strcmp(k, "entropy_coef") == 0 ? saved.loss.entropy_coef
+                       : strcmp(k, "eps_low") == 0 ? saved.loss.eps_low
+                       : strcmp(k, "eps_high") == 0 ? saved.loss.eps_high : NAN;
+            if (isfinite(v))
+                trainer_set_hparam(L->tr, k, v, NULL);
+        }
+        rpc_msg_free(&req->base);
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, err.msg);
+        return;
+    }
+    L->cfg = *trainer_get_config(L->tr);
+    fprintf(stderr, "cohort-learner: %zu setting(s) changed from step %ld%s%s\n", req->n_settings,
+            trainer_current_step(L->tr) + 1, req->reason[0] ? ": " : "", req->reason);
+    Cohort__V1__SetReply rep = COHORT__V1__SET_REPLY__INIT;
+    rep.n_applied = req->n_settings;
+    rep.applied = req->settings;
+    rep.effective_step = trainer_current_step(L->tr) + 1;
+    rep.message = "applied from the next step";
+    rpc_call_reply_msg(call, &rep.base);
+    rpc_msg_free(&req->base);
+}
+
 static void on_status(rpc_call *call, rpc_event ev, void *data)
 {
     (void)ev;
     learner *L = data;
     Cohort__V1__Status st = COHORT__V1__STATUS__INIT;
-    Cohort__V1__StepMetrics m = COHORT__V1__STEP_METRICS__INIT;
+    Cohort__V1__StepMetrics m;
     st.step = cur_version(L);
     st.version = L->cur ? wt_snapshot_version(L->cur->snap) : 0;
     st.phase = L->finished ? "done" : "rl";
@@ -738,23 +907,7 @@ static void on_status(rpc_call *call, rpc_event ev, void *data)
     st.finished = L->finished;
     st.run_dir = L->cfg.out_dir;
     if (L->have_last) {
-        const trainer_metrics *t = &L->last;
-        m.step = t->step;
-        m.version = t->version;
-        m.phase = (char *)t->phase;
-        m.reward_mean = t->reward_mean;
-        m.reward_std = t->reward_std;
-        m.kl = t->kl;
-        m.clip_frac = t->clip_frac;
-        m.entropy = t->entropy;
-        m.grad_norm = t->grad_norm;
-        m.lr = t->lr;
-        m.learner_tokens_per_s = t->learner_tokens_per_s;
-        m.staleness_mean = t->staleness_mean;
-        m.groups_used = t->groups_used;
-        m.groups_dropped = t->groups_dropped;
-        m.time_s = t->time_s;
-        m.logp_max_abs_diff = t->logp_max_abs_diff;
+        fill_metrics(&L->last, &m);
         st.last = &m;
     }
     rpc_call_reply_msg(call, &st.base);
@@ -1032,6 +1185,8 @@ int main(int argc, char **argv)
         {"/cohort.v1.Monitor/Pause", RPC_UNARY, on_pause},
         {"/cohort.v1.Monitor/Resume", RPC_UNARY, on_resume},
         {"/cohort.v1.Monitor/Checkpoint", RPC_UNARY, on_checkpoint},
+        {"/cohort.v1.Monitor/WatchMetrics", RPC_SERVER_STREAM, on_watch_metrics},
+        {"/cohort.v1.Monitor/SetHyperparameters", RPC_UNARY, on_set},
     };
     if (rpc_server_create(L.loop, &sc, &L.server, &err))
         goto fail_rpc;
@@ -1064,6 +1219,11 @@ out_rpc:
     while (L.watchers) {
         watcher *w = L.watchers;
         L.watchers = w->next;
+        free(w);
+    }
+    while (L.mwatchers) {
+        mwatcher *w = L.mwatchers;
+        L.mwatchers = w->next;
         free(w);
     }
     uv_loop_close(L.loop);

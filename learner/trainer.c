@@ -912,6 +912,46 @@ int trainer_step(trainer *t, trainer_metrics *m, coh_err *err)
     return step_end(t, phase, m, err);
 }
 
+int trainer_set_hparam(trainer *t, const char *key, double value, coh_err *err)
+{
+    trainer_config *c = &t->c;
+    if (!isfinite(value))
+        return coh_fail(err, COH_EINVAL, "%s: the value must be a finite number", key);
+    if (strcmp(key, "lr") == 0) {
+        if (!(value > 0 && value <= 1))
+            return coh_fail(err, COH_ERANGE, "lr must be in (0, 1], got %g", value);
+        c->rl_lr = (float)value;
+    } else if (strcmp(key, "beta") == 0) {
+        if (!(value >= 0 && value <= 100))
+            return coh_fail(err, COH_ERANGE, "beta must be in [0, 100], got %g", value);
+        if (value > 0 && !t->ref && c->loss.beta == 0.0f && trainer_in_rl(t))
+            return coh_fail(err, COH_ESTATE,
+                            "this run started with beta = 0, so it keeps no reference policy; "
+                            "restart the learner with --beta > 0 to use a KL penalty");
+        c->loss.beta = (float)value;
+    } else if (strcmp(key, "temperature") == 0) {
+        if (!(value > 0 && value <= 10))
+            return coh_fail(err, COH_ERANGE, "temperature must be in (0, 10], got %g", value);
+        c->loss.temperature = (float)value;
+        c->sampling.temperature = (float)value;
+    } else if (strcmp(key, "entropy_coef") == 0) {
+        c->loss.entropy_coef = (float)value;
+    } else if (strcmp(key, "eps_low") == 0 || strcmp(key, "eps_high") == 0) {
+        if (!(value >= 0 && value <= 10))
+            return coh_fail(err, COH_ERANGE, "%s must be in [0, 10], got %g", key, value);
+        if (key[4] == 'l')
+            c->loss.eps_low = (float)value;
+        else
+            c->loss.eps_high = (float)value;
+    } else {
+        return coh_fail(err, COH_EINVAL,
+                        "unknown setting '%s'; known: lr, beta, temperature, entropy_coef, "
+                        "eps_low, eps_high",
+                        key);
+    }
+    return COH_OK;
+}
+
 int trainer_in_rl(const trainer *t)
 {
     long ps;

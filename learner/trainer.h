@@ -111,6 +111,11 @@ typedef struct trainer_group {
     const trainer_completion *completions;
 } trainer_group;
 
+/* Change a hyper-parameter from the next step on: "lr" (RL learning rate), "beta",
+ * "temperature" (sampling and loss), "entropy_coef", "eps_low", "eps_high". COH_EINVAL for
+ * an unknown key, COH_ERANGE for a value out of range, COH_ESTATE for beta > 0 in a run that
+ * keeps no reference policy. Not thread-safe against a running step. */
+int trainer_set_hparam(trainer *t, const char *key, double value, coh_err *err);
 /* 1 when the next step is an RL step (the phase that takes actors' groups). */
 int trainer_in_rl(const trainer *t);
 /* One RL step on groups sampled elsewhere (the distributed learner): the same update,

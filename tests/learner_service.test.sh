@@ -5,7 +5,8 @@
 # bytes, wrong group size, non-finite log-prob, unknown lease, unknown actor) each with its
 # status while the server keeps serving; a valid group that triggers an update whose new
 # version reaches the watcher; Monitor status, workers, pause/resume, checkpoint; SIGTERM
-# writes a checkpoint and exits 0.
+# writes a checkpoint and exits 0. cohortctl: status, workers, set (good and bad keys), pause,
+# resume, checkpoint, watch, plot, and a clear error when no learner answers.
 # usage: bash tests/learner_service.test.sh BUILD_DIR
 set -euo pipefail
 BUILD=${1:?usage: learner_service.test.sh BUILD_DIR}
@@ -117,6 +118,24 @@ assert L.ReturnLeases(lpb.ReturnLeasesRequest(actor_id=reg.actor_id, lease_ids=[
 watch.cancel()
 print("learner service: registration, versions, chunked download, leases, bad input, update, monitor: ok")
 PY
+
+# cohortctl against the same learner
+CTL="$BUILD/cohortctl --learner 127.0.0.1:$PORT"
+$CTL status > status.txt || { echo "FAIL: cohortctl status"; exit 1; }
+grep -q "^step " status.txt && grep -q "actors 1" status.txt || { echo "FAIL: status: $(cat status.txt)"; exit 1; }
+$CTL workers | grep -q " py " || { echo "FAIL: cohortctl workers"; exit 1; }
+$CTL set lr=0.001 temperature=1 > set.txt && grep -q "lr = 0.001" set.txt || { echo "FAIL: cohortctl set"; exit 1; }
+if $CTL set nosuch=1 2> set.err; then echo "FAIL: unknown setting accepted"; exit 1; fi
+grep -q "unknown setting" set.err || { echo "FAIL: set message: $(cat set.err)"; exit 1; }
+if $CTL set lr=5 2> set.err; then echo "FAIL: out-of-range lr accepted"; exit 1; fi
+$CTL pause "maintenance" | grep -q paused && $CTL status | grep -q PAUSED && $CTL resume | grep -q resumed \
+  || { echo "FAIL: cohortctl pause/resume"; exit 1; }
+$CTL checkpoint | grep -q "written to" || { echo "FAIL: cohortctl checkpoint"; exit 1; }
+timeout 3 $CTL watch --from 1 > watch.txt || true
+grep -q "^step .* reward" watch.txt || { echo "FAIL: cohortctl watch printed: $(cat watch.txt)"; exit 1; }
+$BUILD/cohortctl plot run/metrics.jsonl plot.png > /dev/null && [ -s plot.png ] || { echo "FAIL: cohortctl plot"; exit 1; }
+if $BUILD/cohortctl --learner 127.0.0.1:1 status 2> down.err; then echo "FAIL: status against nothing"; exit 1; fi
+grep -q "UNAVAILABLE" down.err || { echo "FAIL: unclear message: $(cat down.err)"; exit 1; }
 
 kill -TERM "$LPID"
 for _ in $(seq 100); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.1; done

@@ -1,0 +1,362 @@
+/* main_ctl.c - cohortctl: watch and steer a running learner over cohort.v1.Monitor.
+ *
+ *   cohortctl [--learner HOST:PORT] [--token T] [--tls-ca PEM] COMMAND [args]
+ *     status                 step, version, phase, last metrics, actors, buffer
+ *     watch [--from N]       one line per step as the learner makes them (Ctrl-C to stop)
+ *     workers                connected actors and their last heartbeat
+ *     pause [REASON] | resume | checkpoint
+ *     set KEY=VALUE ...      lr, beta, temperature, entropy_coef, eps_low, eps_high
+ *     plot METRICS.jsonl OUT.png   reward, held-out accuracy and KL against step (gnuplot)
+ */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cohort/v1/monitor.pb-c.h"
+#include "rpc.h"
+
+#define DEADLINE_MS 10000
+
+static rpc_stream *g_stream;
+static void on_sigint(int sig)
+{
+    (void)sig;
+    if (g_stream)
+        rpc_stream_cancel(g_stream);
+}
+
+static int fail_status(const char *what, const rpc_status *st)
+{
+    fprintf(stderr, "cohortctl: %s: %s: %s\n", what, rpc_status_name(st->code), st->message);
+    if (st->code == GRPC_STATUS_UNAVAILABLE)
+        fprintf(stderr, "cohortctl: is cohort-learner running at that address? (--learner)\n");
+    return 1;
+}
+
+static int call(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                const ProtobufCMessageDescriptor *rd, ProtobufCMessage **rep)
+{
+    rpc_status st;
+    if (rpc_unary_msg(ch, method, req, rd, DEADLINE_MS, rep, &st) || st.code != GRPC_STATUS_OK)
+        return fail_status(method, &st);
+    return 0;
+}
+
+static void print_metrics(const Cohort__V1__StepMetrics *m)
+{
+    char eval[32] = "";
+    if (m->eval_accuracy_present_case == COHORT__V1__STEP_METRICS__EVAL_ACCURACY_PRESENT_EVAL_ACCURACY)
+        snprintf(eval, sizeof eval, " eval %.1f%%", 100 * m->eval_accuracy);
+    printf("step %6" PRId64 " v%" PRId64 " [%s] reward %.3f±%.3f%s kl %.4f clip %.3f entropy %.3f "
+           "gnorm %.2f lr %.2e staleness %.2f learn %.0f tok/s\n",
+           m->step, m->version, m->phase, m->reward_mean, m->reward_std, eval, m->kl,
+           m->clip_frac, m->entropy, m->grad_norm, m->lr, m->staleness_mean,
+           m->learner_tokens_per_s);
+}
+
+static int cmd_status(rpc_channel *ch)
+{
+    Cohort__V1__GetStatusRequest req = COHORT__V1__GET_STATUS_REQUEST__INIT;
+    ProtobufCMessage *rep = NULL;
+    if (call(ch, "/cohort.v1.Monitor/GetStatus", &req.base, &cohort__v1__status__descriptor, &rep))
+        return 1;
+    Cohort__V1__Status *s = (Cohort__V1__Status *)rep;
+    printf("step %" PRId64 "/%" PRId64 "  version %" PRId64 "  phase %s%s%s\n", s->step,
+           s->total_steps, s->version, s->phase, s->paused ? "  PAUSED " : "",
+           s->paused ? s->pause_reason : "");
+    printf("actors %d  buffered groups %d/%d  leases out %d  uptime %.0f s  run %s\n", s->actors,
+           s->buffered_groups, s->buffer_capacity, s->leases_outstanding, s->uptime_s, s->run_dir);
+    if (s->last)
+        print_metrics(s->last);
+    rpc_msg_free(rep);
+    return 0;
+}
+
+static int cmd_watch(rpc_channel *ch, long from)
+{
+    Cohort__V1__WatchMetricsRequest req = COHORT__V1__WATCH_METRICS_REQUEST__INIT;
+    req.from_step = from;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    coh_err err;
+    if (rpc_pack(&req.base, 1 << 20, &bytes, &len, &err) ||
+        rpc_stream_open(ch, "/cohort.v1.Monitor/WatchMetrics", bytes, len, 365LL * 24 * 3600 * 1000,
+                        &g_stream, &err)) {
+        free(bytes);
+        fprintf(stderr, "cohortctl: watch: %s\n", err.msg);
+        return 1;
+    }
+    free(bytes);
+    signal(SIGINT, on_sigint);
+    const uint8_t *msg;
+    size_t n;
+    int rc;
+    while ((rc = rpc_stream_next(g_stream, &msg, &n)) == 1) {
+        Cohort__V1__StepMetrics *m = (Cohort__V1__StepMetrics *)rpc_unpack(
+            &cohort__v1__step_metrics__descriptor, msg, n);
+        if (m) {
+            print_metrics(m);
+            fflush(stdout);
+            rpc_msg_free(&m->base);
+        }
+    }
+    rpc_status st;
+    rpc_stream_close(g_stream, &st);
+    g_stream = NULL;
+    if (st.code == GRPC_STATUS_OK || st.code == GRPC_STATUS_CANCELLED)
+        return 0;
+    return fail_status("watch", &st);
+}
+
+static int cmd_workers(rpc_channel *ch)
+{
+    Cohort__V1__ListWorkersRequest req = COHORT__V1__LIST_WORKERS_REQUEST__INIT;
+    ProtobufCMessage *rep = NULL;
+    if (call(ch, "/cohort.v1.Monitor/ListWorkers", &req.base,
+             &cohort__v1__workers_reply__descriptor, &rep))
+        return 1;
+    Cohort__V1__WorkersReply *w = (Cohort__V1__WorkersReply *)rep;
+    printf("%-16s %-12s %-22s %8s %8s %10s %8s %8s\n", "actor", "name", "peer", "hb ago",
+           "version", "tok/s", "leases", "groups");
+    for (size_t i = 0; i < w->n_workers; i++) {
+        const Cohort__V1__Worker *a = w->workers[i];
+        printf("%016" PRIx64 " %-12.12s %-22.22s %6" PRId64 "ms %8" PRId64 " %10.0f %8d %8" PRId64
+               "\n",
+               a->actor_id, a->name, a->peer, a->last_heartbeat_ms_ago, a->held_version,
+               a->sampler_tokens_per_s, a->leases_held, a->groups_accepted);
+    }
+    if (w->n_workers == 0)
+        printf("(no actors connected)\n");
+    rpc_msg_free(rep);
+    return 0;
+}
+
+static int cmd_control(rpc_channel *ch, int pause, const char *reason)
+{
+    Cohort__V1__ControlRequest req = COHORT__V1__CONTROL_REQUEST__INIT;
+    req.reason = (char *)(reason ? reason : "");
+    ProtobufCMessage *rep = NULL;
+    if (call(ch, pause ? "/cohort.v1.Monitor/Pause" : "/cohort.v1.Monitor/Resume", &req.base,
+             &cohort__v1__control_reply__descriptor, &rep))
+        return 1;
+    printf("%s\n", ((Cohort__V1__ControlReply *)rep)->message);
+    rpc_msg_free(rep);
+    return 0;
+}
+
+static int cmd_checkpoint(rpc_channel *ch)
+{
+    Cohort__V1__CheckpointRequest req = COHORT__V1__CHECKPOINT_REQUEST__INIT;
+    ProtobufCMessage *rep = NULL;
+    if (call(ch, "/cohort.v1.Monitor/Checkpoint", &req.base,
+             &cohort__v1__checkpoint_reply__descriptor, &rep))
+        return 1;
+    Cohort__V1__CheckpointReply *r = (Cohort__V1__CheckpointReply *)rep;
+    printf("checkpoint of step %" PRId64 " written to %s\n", r->step, r->path);
+    rpc_msg_free(rep);
+    return 0;
+}
+
+static int cmd_set(rpc_channel *ch, int n, char **kv)
+{
+    Cohort__V1__Setting *s = calloc((size_t)n, sizeof *s);
+    Cohort__V1__Setting **sp = calloc((size_t)n, sizeof *sp);
+    char **keys = calloc((size_t)n, sizeof *keys);
+    int rc = 1;
+    for (int i = 0; i < n; i++) {
+        char *eq = strchr(kv[i], '=');
+        char *end = NULL;
+        double v = eq ? strtod(eq + 1, &end) : 0.0;
+        if (!eq || eq == kv[i] || !end || *end || end == eq + 1) {
+            fprintf(stderr, "cohortctl: set: '%s' is not KEY=NUMBER (e.g. lr=3e-4)\n", kv[i]);
+            goto out;
+        }
+        keys[i] = strndup(kv[i], (size_t)(eq - kv[i]));
+        cohort__v1__setting__init(&s[i]);
+        s[i].key = keys[i];
+        s[i].value = v;
+        sp[i] = &s[i];
+    }
+    Cohort__V1__SetRequest req = COHORT__V1__SET_REQUEST__INIT;
+    req.n_settings = (size_t)n;
+    req.settings = sp;
+    req.reason = "cohortctl";
+    ProtobufCMessage *rep = NULL;
+    if (call(ch, "/cohort.v1.Monitor/SetHyperparameters", &req.base,
+             &cohort__v1__set_reply__descriptor, &rep))
+        goto out;
+    Cohort__V1__SetReply *r = (Cohort__V1__SetReply *)rep;
+    for (size_t i = 0; i < r->n_applied; i++)
+        printf("%s = %g\n", r->applied[i]->key, r->applied[i]->value);
+    printf("%s (step %" PRId64 ")\n", r->message, r->effective_step);
+    rpc_msg_free(rep);
+    rc = 0;
+out:
+    for (int i = 0; i < n; i++)
+        free(keys[i]);
+    free(keys);
+    free(s);
+    free(sp);
+    return rc;
+}
+
+/* plot: no server needed; the metrics file is JSON Lines with DESIGN.md's field names */
+static int cmd_plot(const char *in, const char *out)
+{
+    FILE *f = fopen(in, "r");
+    if (!f) {
+        fprintf(stderr, "cohortctl: plot: cannot open %s\n", in);
+        return 1;
+    }
+    char dir[] = "/tmp/cohortctl-plot-XXXXXX";
+    if (!mkdtemp(dir)) {
+        fclose(f);
+        return 1;
+    }
+    char rpath[64], epath[64], gpath[64];
+    snprintf(rpath, sizeof rpath, "%s/r.dat", dir);
+    snprintf(epath, sizeof epath, "%s/e.dat", dir);
+    snprintf(gpath, sizeof gpath, "%s/p.gp", dir);
+    FILE *r = fopen(rpath, "w"), *e = fopen(epath, "w");
+    char *line = NULL;
+    size_t cap = 0;
+    long nr = 0, ne = 0;
+    while (r && e && getline(&line, &cap, f) > 0) {
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *step = cJSON_GetObjectItemCaseSensitive(o, "step");
+        const cJSON *phase = cJSON_GetObjectItemCaseSensitive(o, "phase");
+        const cJSON *rew = cJSON_GetObjectItemCaseSensitive(o, "reward_mean");
+        const cJSON *kl = cJSON_GetObjectItemCaseSensitive(o, "kl");
+        const cJSON *acc = cJSON_GetObjectItemCaseSensitive(o, "eval_accuracy");
+        if (cJSON_IsNumber(step)) {
+            if (cJSON_IsNumber(rew) && !(cJSON_IsString(phase) && !strcmp(phase->valuestring, "sft"))) {
+                fprintf(r, "%g %g %g\n", step->valuedouble, rew->valuedouble,
+                        cJSON_IsNumber(kl) ? kl->valuedouble : 0.0);
+                nr++;
+            }
+            if (cJSON_IsNumber(acc)) {
+                fprintf(e, "%g %g\n", step->valuedouble, acc->valuedouble);
+                ne++;
+            }
+        }
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(f);
+    if (r)
+        fclose(r);
+    if (e)
+        fclose(e);
+    int rc = 1;
+    FILE *g = fopen(gpath, "w");
+    if (g && (nr || ne)) {
+        fprintf(g, "set terminal pngcairo size 1000,600\nset output '%s'\n", out);
+        fprintf(g, "set xlabel 'step'\nset ylabel 'reward / accuracy'\nset y2label 'KL'\n"
+                   "set ytics nomirror\nset y2tics\nset y2range [0:*]\nset key left top\n"
+                   "set grid\nplot ");
+        if (ne)
+            fprintf(g, "'%s' using 1:2 with linespoints title 'held-out accuracy'%s", epath,
+                    nr ? ", " : "");
+        if (nr)
+            fprintf(g, "'%s' using 1:2 with lines title 'reward mean', '%s' using 1:3 axes x1y2 "
+                       "with lines title 'KL'",
+                    rpath, rpath);
+        fprintf(g, "\n");
+        fclose(g);
+        g = NULL;
+        char cmd[256];
+        snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>/dev/null", gpath);
+        rc = system(cmd) == 0 ? 0 : 1;
+        if (rc)
+            fprintf(stderr, "cohortctl: plot: gnuplot failed (apt-get install gnuplot-nox)\n");
+        else
+            printf("%s: %ld steps with reward, %ld evaluations\n", out, nr, ne);
+    } else {
+        fprintf(stderr, "cohortctl: plot: %s has no step records\n", in);
+    }
+    if (g)
+        fclose(g);
+    unlink(rpath);
+    unlink(epath);
+    unlink(gpath);
+    rmdir(dir);
+    return rc;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: cohortctl [--learner HOST:PORT] [--token T] [--tls-ca PEM] COMMAND\n"
+               "  status | watch [--from N] | workers | pause [REASON] | resume | checkpoint\n"
+               "  set KEY=VALUE ... (lr, beta, temperature, entropy_coef, eps_low, eps_high)\n"
+               "  plot METRICS.jsonl OUT.png\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"learner", 1, 0, 'l'}, {"token", 1, 0, 't'},
+                                         {"tls-ca", 1, 0, 'c'},  {"from", 1, 0, 'f'},
+                                         {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+    const char *target = getenv("COHORT_LEARNER") ? getenv("COHORT_LEARNER") : "127.0.0.1:50051";
+    const char *token = getenv("COHORT_TOKEN"), *ca = NULL;
+    long from = -20;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'l': target = optarg; break;
+        case 't': token = optarg; break;
+        case 'c': ca = optarg; break;
+        case 'f': from = atol(optarg); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[optind];
+    if (strcmp(cmd, "plot") == 0) {
+        if (argc - optind != 3) {
+            usage(stderr);
+            return 2;
+        }
+        return cmd_plot(argv[optind + 1], argv[optind + 2]);
+    }
+    /* options may also follow the command (cohortctl watch --from 0) */
+    optind++;
+    while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1)
+        if (opt == 'f')
+            from = atol(optarg);
+    rpc_global_init();
+    rpc_channel *ch = NULL;
+    coh_err err;
+    rpc_channel_config cc = {.tls_ca_file = ca, .bearer_token = token};
+    int rc = 2;
+    if (rpc_channel_create(target, &cc, &ch, &err)) {
+        fprintf(stderr, "cohortctl: %s\n", err.msg);
+        rc = 1;
+    } else if (strcmp(cmd, "status") == 0)
+        rc = cmd_status(ch);
+    else if (strcmp(cmd, "watch") == 0)
+        rc = cmd_watch(ch, from);
+    else if (strcmp(cmd, "workers") == 0)
+        rc = cmd_workers(ch);
+    else if (strcmp(cmd, "pause") == 0)
+        rc = cmd_control(ch, 1, optind < argc ? argv[optind] : "paused by cohortctl");
+    else if (strcmp(cmd, "resume") == 0)
+        rc = cmd_control(ch, 0, NULL);
+    else if (strcmp(cmd, "checkpoint") == 0)
+        rc = cmd_checkpoint(ch);
+    else if (strcmp(cmd, "set") == 0 && optind < argc)
+        rc = cmd_set(ch, argc - optind, argv + optind);
+    else
+        usage(stderr);
+    rpc_channel_destroy(ch);
+    rpc_global_shutdown();
+    return rc;
+}
