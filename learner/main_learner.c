@@ -13,6 +13,7 @@
  * opens; then the RL phase takes its groups from actors until rl_steps are done. SIGINT /
  * SIGTERM (or the end) writes a checkpoint and stops; --resume continues from it.
  */
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -79,6 +80,10 @@ typedef struct learner {
     tokenizer *tok;
     char *tok_json;
     task *task;
+    /* --prompts-file: prompts from a user's JSON Lines file instead of the generator */
+    int n_file;
+    task_item *file_items;
+    char (*file_tasks)[64];
     uint64_t rl_cursor; /* next RL prompt index (after the SFT demonstrations) */
     lease_table *leases;
     gbuf *buf;
@@ -432,6 +437,83 @@ static int next_prompt(void *ctx, uint64_t *prompt, coh_err *err)
     return 1; /* one prompt supplied (0 would mean: no more prompts) */
 }
 
+/* Prompt number idx: from the prompt file (cycled) or the built-in generator. */
+static const char *get_item(const learner *L, uint64_t idx, task_item *it)
+{
+    if (L->n_file > 0) {
+        *it = L->file_items[idx % (uint64_t)L->n_file];
+        return L->file_tasks[idx % (uint64_t)L->n_file];
+    }
+    task_train_item(L->task, idx, it);
+    return L->cfg.task;
+}
+
+/* Load a JSON Lines prompt file: {"prompt": "...", "task": "...", "answer": "...",
+ * "metadata": {...}} per line (answer and metadata optional; metadata is passed on untouched
+ * as JSON text). Errors name the line. */
+static int load_prompt_file(learner *L, const char *path, coh_err *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return coh_fail(err, COH_ENOTFOUND, "cannot open prompt file %s", path);
+    char *line = NULL;
+    size_t cap = 0;
+    int lineno = 0, rc = COH_OK, idbuf[TASK_TEXT_MAX], nid = 0;
+    while (rc == COH_OK && getline(&line, &cap, f) > 0) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == strlen(line))
+            continue;
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *pr = cJSON_GetObjectItemCaseSensitive(o, "prompt");
+        const cJSON *tk = cJSON_GetObjectItemCaseSensitive(o, "task");
+        const cJSON *an = cJSON_GetObjectItemCaseSensitive(o, "answer");
+        const cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+        char *meta = md ? cJSON_PrintUnformatted(md) : NULL;
+        if (!cJSON_IsObject(o) || !cJSON_IsString(pr) || !cJSON_IsString(tk) ||
+            (an && !cJSON_IsString(an)))
+            rc = coh_fail(err, COH_EFORMAT,
+                          "%s line %d: need {\"prompt\": string, \"task\": string} with optional "
+                          "\"answer\" (string) and \"metadata\" (any JSON)",
+                          path, lineno);
+        else if (strlen(pr->valuestring) >= TASK_TEXT_MAX ||
+                 (an && strlen(an->valuestring) >= TASK_TEXT_MAX) ||
+                 (meta && strlen(meta) >= TASK_META_MAX) || strlen(tk->valuestring) >= 64)
+            rc = coh_fail(err, COH_ERANGE,
+                          "%s line %d: prompt and answer must be under %d characters, metadata "
+                          "under %d, task under 64",
+                          path, lineno, TASK_TEXT_MAX, TASK_META_MAX);
+        else if (tok_encode(L->tok, pr->valuestring, idbuf, TASK_TEXT_MAX, &nid, NULL) != COH_OK)
+            rc = coh_fail(err, COH_EINVAL, "%s line %d: the prompt has a character the tokenizer "
+                          "does not know", path, lineno);
+        if (rc == COH_OK) {
+            task_item *ni = realloc(L->file_items, (size_t)(L->n_file + 1) * sizeof *ni);
+            char(*nt)[64] = realloc(L->file_tasks, (size_t)(L->n_file + 1) * sizeof *nt);
+            if (ni)
+                L->file_items = ni;
+            if (nt)
+                L->file_tasks = nt;
+            if (!ni || !nt) {
+                rc = coh_fail(err, COH_ENOMEM, "out of memory reading %s", path);
+            } else {
+                task_item *it = &L->file_items[L->n_file];
+                memset(it, 0, sizeof *it);
+                snprintf(it->prompt, sizeof it->prompt, "%s", pr->valuestring);
+                snprintf(it->answer, sizeof it->answer, "%s", an ? an->valuestring : "");
+                snprintf(it->meta, sizeof it->meta, "%s", meta ? meta : "");
+                snprintf(L->file_tasks[L->n_file], 64, "%s", tk->valuestring);
+                L->n_file++;
+            }
+        }
+        free(meta);
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(f);
+    if (rc == COH_OK && L->n_file == 0)
+        rc = coh_fail(err, COH_EFORMAT, "prompt file %s has no prompts", path);
+    return rc;
+}
+
 static void on_lease(rpc_call *call, rpc_event ev, void *data)
 {
     (void)ev;
@@ -479,13 +561,13 @@ static void on_lease(rpc_call *call, rpc_event ev, void *data)
         n = 0;
     }
     for (int i = 0; i < n; i++) {
-        task_train_item(L->task, g[i].prompt, &items[i]);
+        const char *task_name = get_item(L, g[i].prompt, &items[i]);
         Cohort__V1__Lease *l = &ls_[i];
         cohort__v1__lease__init(l);
         l->lease_id = g[i].lease_id;
         snprintf(ids[i], sizeof ids[i], "%" PRIu64, g[i].prompt);
         l->prompt_id = ids[i];
-        l->task = L->cfg.task;
+        l->task = (char *)task_name;
         l->prompt = items[i].prompt;
         l->answer = items[i].answer;
         l->metadata_json = items[i].meta;
@@ -586,7 +668,7 @@ static void on_submit(rpc_call *call, rpc_event ev, void *data)
             items_failed += sc->status != COHORT__V1__ITEM_STATUS__ITEM_OK;
         }
         task_item it;
-        task_train_item(L->task, info.prompt, &it);
+        get_item(L, info.prompt, &it);
         int ptok[256], np = 0;
         ptok[0] = TOK_BOS;
         tok_encode(L->tok, it.prompt, ptok + 1, 255, &np, NULL);
@@ -1053,7 +1135,7 @@ static void on_signal(uv_signal_t *h, int signum)
 
 /* ---- main ------------------------------------------------------------------------------------- */
 
-enum { O_LISTEN = 2000, O_TOKEN, O_CERT, O_KEY, O_STALE, O_BUFFER, O_TTL, O_HB };
+enum { O_LISTEN = 2000, O_TOKEN, O_CERT, O_KEY, O_STALE, O_BUFFER, O_TTL, O_HB, O_PFILE };
 
 int main(int argc, char **argv)
 {
@@ -1062,6 +1144,7 @@ int main(int argc, char **argv)
         {"listen", 1, 0, O_LISTEN}, {"token", 1, 0, O_TOKEN}, {"tls-cert", 1, 0, O_CERT},
         {"tls-key", 1, 0, O_KEY}, {"max-staleness", 1, 0, O_STALE}, {"buffer", 1, 0, O_BUFFER},
         {"lease-ttl-ms", 1, 0, O_TTL}, {"heartbeat-ms", 1, 0, O_HB},
+        {"prompts-file", 1, 0, O_PFILE},
         {"out", 1, 0, 'o'}, {"task", 1, 0, 'k'}, {"digits", 1, 0, 'd'}, {"seed", 1, 0, 's'},
         {"resume", 0, 0, 'r'}, {"sft-steps", 1, 0, 'S'}, {"sft-demos", 1, 0, 'D'},
         {"rl-steps", 1, 0, 'R'}, {"prompts", 1, 0, 'P'}, {"group-size", 1, 0, 'G'},
@@ -1072,6 +1155,7 @@ int main(int argc, char **argv)
     snprintf(c.out_dir, sizeof c.out_dir, "runs/cluster");
     const char *listen = "0.0.0.0:50051", *token = getenv("COHORT_TOKEN"), *cert = NULL,
                *key = NULL;
+    const char *prompts_file = NULL;
     int resume = 0, threads = 1, staleness = 2, buffer = 0, ttl = 30000, hb = 1000, opt;
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (opt) {
@@ -1083,6 +1167,7 @@ int main(int argc, char **argv)
         case O_BUFFER: buffer = atoi(optarg); break;
         case O_TTL: ttl = atoi(optarg); break;
         case O_HB: hb = atoi(optarg); break;
+        case O_PFILE: prompts_file = optarg; break;
         case 'o': snprintf(c.out_dir, sizeof c.out_dir, "%s", optarg); break;
         case 'k': snprintf(c.task, sizeof c.task, "%s", optarg); break;
         case 'd': c.task_cfg.digits = atoi(optarg); break;
@@ -1104,6 +1189,8 @@ int main(int argc, char **argv)
             printf("usage: cohort-learner [--listen HOST:PORT] [--out DIR] [--resume] [--token T]\n"
                    "  [--tls-cert PEM --tls-key PEM] [--max-staleness N] [--buffer GROUPS]\n"
                    "  [--lease-ttl-ms MS] [--heartbeat-ms MS] [--threads N] [--init DIR]\n"
+                   "  [--prompts-file FILE.jsonl]  RL prompts from {\"prompt\", \"task\",\n"
+                   "      \"answer\"?, \"metadata\"?} lines, passed untouched to the verifiers\n"
                    "  training: --task --digits --seed --sft-steps --sft-demos --rl-steps\n"
                    "            --prompts --group-size --rl-lr --beta --temperature\n"
                    "            --eval-every --ckpt-every (as cohort-train)\n");
@@ -1145,6 +1232,7 @@ int main(int argc, char **argv)
     L.tok = (tokenizer *)trainer_tokenizer(L.tr);
     task_config tc = L.cfg.task_cfg;
     if (tok_to_json(L.tok, &L.tok_json, &err) || task_create(L.cfg.task, &tc, &L.task, &err) ||
+        (prompts_file && load_prompt_file(&L, prompts_file, &err)) ||
         lease_create(4096, (uint64_t)ttl, random_u64(), &L.leases, &err)) {
         fprintf(stderr, "cohort-learner: %s\n", err.msg);
         goto out;
@@ -1234,6 +1322,8 @@ out:
     gbuf_destroy(L.buf);
     lease_destroy(L.leases);
     task_destroy(L.task);
+    free(L.file_items);
+    free(L.file_tasks);
     free(L.tok_json);
     trainer_destroy(L.tr);
     return rc;

@@ -145,3 +145,44 @@ LPID=""
 grep -q "checkpoint written" learner.out || { echo "FAIL: no checkpoint on SIGTERM"; cat learner.out; exit 1; }
 [ -s run/checkpoints/latest ] || { echo "FAIL: no latest checkpoint"; exit 1; }
 echo "learner_service.test.sh: OK"
+
+# a user's prompt file: task names and metadata reach the lease untouched; bad files refused
+cat > prompts.jsonl <<'JSONL'
+{"prompt": "up:abc=", "task": "match", "metadata": {"target": "ABC", "source": "file"}}
+
+{"prompt": "up:xy=", "task": "match", "answer": "XY", "metadata": {"target": "XY"}}
+JSONL
+PORT2=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT2" --out run2 --sft-steps 0 \
+  --rl-steps 2 --prompts 2 --group-size 2 --eval-every 0 --prompts-file prompts.jsonl > learner2.out 2>&1 &
+LPID=$!
+"$PY" - "$ROOT" "$PORT2" "$WORK" <<'PY' || { echo "FAIL: learner output:"; cat learner2.out; exit 1; }
+import importlib, json, os, sys, tempfile, time
+import grpc
+from grpc_tools import protoc
+root, port, work = sys.argv[1], sys.argv[2], sys.argv[3]
+out = tempfile.mkdtemp(dir=work)
+assert protoc.main(["protoc", f"-I{root}/proto", f"--python_out={out}", f"--grpc_python_out={out}"] +
+                   [f"{root}/proto/cohort/v1/{f}" for f in ("common.proto", "learner.proto")]) == 0
+for r, _, _ in os.walk(out):
+    open(os.path.join(r, "__init__.py"), "a").close()
+sys.path.insert(0, out)
+lpb = importlib.import_module("cohort.v1.learner_pb2"); lrpc = importlib.import_module("cohort.v1.learner_pb2_grpc")
+L = lrpc.LearnerStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+for _ in range(300):
+    try:
+        reg = L.RegisterActor(lpb.RegisterRequest(name="f"), timeout=1); break
+    except grpc.RpcError:
+        time.sleep(0.1)
+leases = L.LeasePrompts(lpb.LeaseRequest(actor_id=reg.actor_id, max_prompts=2), timeout=5).leases
+assert [l.task for l in leases] == ["match", "match"], leases
+assert json.loads(leases[0].metadata_json) == {"target": "ABC", "source": "file"}, leases[0]
+assert leases[1].answer == "XY" and leases[1].prompt == "up:xy=", leases[1]
+print("prompt file: tasks, answers and metadata reach the leases untouched")
+PY
+kill -TERM "$LPID"; wait "$LPID" || true; LPID=""
+printf '{"prompt": 5, "task": "match"}\n' > bad.jsonl
+if "$BUILD/cohort-learner" --listen 127.0.0.1:0 --out run3 --sft-steps 0 --rl-steps 1 --eval-every 0 \
+     --prompts-file bad.jsonl > bad.out 2>&1; then echo "FAIL: bad prompt file accepted"; exit 1; fi
+grep -q "bad.jsonl line 1" bad.out || { echo "FAIL: unclear message: $(cat bad.out)"; exit 1; }
+echo "learner_service.test.sh: prompt file OK"
