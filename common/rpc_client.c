@@ -84,9 +84,19 @@ int rpc_channel_create(const char *target, const rpc_channel_config *cfg, rpc_ch
         }
     }
 
-    grpc_arg args[3];
+    grpc_arg args[5];
     size_t na = 0;
     memset(args, 0, sizeof args);
+    /* Cohort's peers restart (a learner resumes from its checkpoint); gRPC's default
+     * reconnect back-off grows to 120 s, so cap it: a restarted peer is found within ~2 s. */
+    args[na].type = GRPC_ARG_INTEGER;
+    args[na].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+    args[na].value.integer = 2000;
+    na++;
+    args[na].type = GRPC_ARG_INTEGER;
+    args[na].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+    args[na].value.integer = 200;
+    na++;
     if (cfg->max_receive_bytes) {
         args[na].type = GRPC_ARG_INTEGER;
         args[na].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;

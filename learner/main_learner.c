@@ -107,6 +107,8 @@ typedef struct learner {
     trainer_metrics hist[HISTORY]; /* ring: step s at hist[s % HISTORY] */
     long hist_first, hist_end;     /* steps [hist_first, hist_end) are held */
     mwatcher *mwatchers;
+    struct parked *parked; /* submissions waiting for buffer space, oldest first */
+    int n_parked;
     wt_snapshot *new_snap;
     int work_rc;
     coh_err work_err;
@@ -148,9 +150,13 @@ static void snap_release(snap_ref *r)
 
 /* ---- messages ------------------------------------------------------------------------ */
 
+static int32_t k_stop_tokens[1] = {TOK_EOS};
+
 static void fill_sampling(const learner *L, Cohort__V1__SamplingParams *sp)
 {
     cohort__v1__sampling_params__init(sp);
+    sp->n_stop_token_ids = 1;
+    sp->stop_token_ids = k_stop_tokens;
     sp->temperature = L->cfg.loss.temperature;
     sp->top_k = L->cfg.sampling.top_k;
     sp->top_p = L->cfg.sampling.top_p;
@@ -622,6 +628,46 @@ static void on_return(rpc_call *call, rpc_event ev, void *data)
 static void maybe_update(learner *L);
 static void record_metrics(learner *L, const trainer_metrics *m);
 
+/* Backpressure: a valid group that finds the buffer full waits here (the call is held, not
+ * answered) until an update makes room or the caller's deadline cancels it. */
+#define MAX_PARKED 64
+
+typedef struct parked {
+    rpc_call *call;
+    Cohort__V1__SubmitGroupRequest *req;
+    struct parked *next;
+} parked;
+
+static int submit_process(learner *L, rpc_call *call, Cohort__V1__SubmitGroupRequest *req);
+
+static void on_parked_cancel(rpc_call *call, void *data)
+{
+    learner *L = data;
+    for (parked **p = &L->parked; *p; p = &(*p)->next)
+        if ((*p)->call == call) {
+            parked *dead = *p;
+            *p = dead->next;
+            rpc_msg_free(&dead->req->base);
+            free(dead);
+            L->n_parked--;
+            return;
+        }
+}
+
+static void retry_parked(learner *L)
+{
+    while (L->parked && gbuf_count(L->buf) < gbuf_capacity(L->buf)) {
+        parked *p = L->parked;
+        L->parked = p->next;
+        L->n_parked--;
+        rpc_call_on_cancel(p->call, NULL, NULL);
+        rpc_call *call = p->call;
+        Cohort__V1__SubmitGroupRequest *req = p->req;
+        free(p);
+        submit_process(L, call, req);
+    }
+}
+
 static void on_submit(rpc_call *call, rpc_event ev, void *data)
 {
     (void)ev;
@@ -629,8 +675,14 @@ static void on_submit(rpc_call *call, rpc_event ev, void *data)
     Cohort__V1__SubmitGroupRequest *req =
         (Cohort__V1__SubmitGroupRequest *)rpc_call_unpack_request(
             call, &cohort__v1__submit_group_request__descriptor);
-    if (!req)
-        return;
+    if (req)
+        submit_process(L, call, req);
+}
+
+/* Validate and buffer one submission; answers the call, or parks it (returns 1) when the
+ * buffer is full. Frees req unless parked. */
+static int submit_process(learner *L, rpc_call *call, Cohort__V1__SubmitGroupRequest *req)
+{
     char msg[COH_ERR_MSG_LEN + 64];
     coh_err err;
     coh_err_clear(&err);
@@ -682,9 +734,27 @@ static void on_submit(rpc_call *call, rpc_event ev, void *data)
             snprintf(msg, sizeof msg, "reward_failed: %d item(s) were not scored", items_failed);
         } else if (rc == COH_OK) {
             rc = gbuf_push(L->buf, &g, (uint64_t)cur_version(L), &err);
-            if (rc == COH_EFULL) {
+            if (rc == COH_EFULL && L->n_parked < MAX_PARKED) {
+                parked *pk = calloc(1, sizeof *pk);
+                if (pk) {
+                    free(cs);
+                    pk->call = call;
+                    pk->req = req;
+                    parked **tail = &L->parked;
+                    while (*tail)
+                        tail = &(*tail)->next;
+                    *tail = pk;
+                    L->n_parked++;
+                    rpc_call_on_cancel(call, on_parked_cancel, L);
+                    return 1;
+                }
                 code = GRPC_STATUS_RESOURCE_EXHAUSTED;
                 snprintf(msg, sizeof msg, "%s; retry later", err.msg);
+            } else if (rc == COH_EFULL) {
+                code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+                snprintf(msg, sizeof msg,
+                         "%.400s and %d submissions are already waiting; retry later with back-off",
+                         err.msg, L->n_parked);
             } else if (rc) {
                 code = GRPC_STATUS_INTERNAL;
                 snprintf(msg, sizeof msg, "%s", err.msg);
@@ -711,7 +781,7 @@ static void on_submit(rpc_call *call, rpc_event ev, void *data)
     rpc_msg_free(&req->base);
     if (code != GRPC_STATUS_OK) {
         rpc_call_fail(call, code, msg);
-        return;
+        return 0;
     }
     Cohort__V1__SubmitGroupReply rep = COHORT__V1__SUBMIT_GROUP_REPLY__INIT;
     rep.accepted = accepted;
@@ -720,6 +790,7 @@ static void on_submit(rpc_call *call, rpc_event ev, void *data)
     rep.message = msg;
     rpc_call_reply_msg(call, &rep.base);
     maybe_update(L);
+    return 0;
 }
 
 static void update_work(uv_work_t *w)
@@ -808,6 +879,7 @@ static void maybe_update(learner *L)
     L->work.data = L;
     coh_err_clear(&L->work_err);
     uv_queue_work(L->loop, &L->work, update_work, update_done);
+    retry_parked(L); /* the pop made room */
 }
 
 /* ---- Monitor ---------------------------------------------------------------------------------- */

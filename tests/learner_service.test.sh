@@ -186,3 +186,50 @@ if "$BUILD/cohort-learner" --listen 127.0.0.1:0 --out run3 --sft-steps 0 --rl-st
      --prompts-file bad.jsonl > bad.out 2>&1; then echo "FAIL: bad prompt file accepted"; exit 1; fi
 grep -q "bad.jsonl line 1" bad.out || { echo "FAIL: unclear message: $(cat bad.out)"; exit 1; }
 echo "learner_service.test.sh: prompt file OK"
+
+# backpressure: a buffer of 1 group and updates of 2 -> the second submission is held until its
+# deadline (DEADLINE_EXCEEDED), the buffered group is untouched, the lease stays valid
+PORT3=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT3" --out run4 --sft-steps 0 \
+  --rl-steps 2 --prompts 2 --group-size 2 --buffer 1 --eval-every 0 > learner4.out 2>&1 &
+LPID=$!
+"$PY" - "$ROOT" "$PORT3" "$WORK" <<'PY' || { echo "FAIL: learner output:"; cat learner4.out; exit 1; }
+import importlib, os, sys, tempfile, time
+import grpc
+from grpc_tools import protoc
+root, port, work = sys.argv[1], sys.argv[2], sys.argv[3]
+out = tempfile.mkdtemp(dir=work)
+assert protoc.main(["protoc", f"-I{root}/proto", f"--python_out={out}", f"--grpc_python_out={out}"] +
+                   [f"{root}/proto/cohort/v1/{f}" for f in ("common.proto", "learner.proto")]) == 0
+for r, _, _ in os.walk(out):
+    open(os.path.join(r, "__init__.py"), "a").close()
+sys.path.insert(0, out)
+lpb = importlib.import_module("cohort.v1.learner_pb2"); lrpc = importlib.import_module("cohort.v1.learner_pb2_grpc")
+L = lrpc.LearnerStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+for _ in range(300):
+    try:
+        reg = L.RegisterActor(lpb.RegisterRequest(name="b"), timeout=1); break
+    except grpc.RpcError:
+        time.sleep(0.1)
+leases = L.LeasePrompts(lpb.LeaseRequest(actor_id=reg.actor_id, max_prompts=2), timeout=5).leases
+assert len(leases) == 2
+v, T = reg.current_version, reg.sampling.temperature
+def group(le):
+    c = lambda r: lpb.ScoredCompletion(completion_tokens=[2], behaviour_logprobs=[-0.3], policy_version=v, reward=r, status=1)
+    return lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[c(1.0), c(0.0)], temperature=T)
+r1 = L.SubmitGroup(group(leases[0]), timeout=5)
+assert r1.accepted and r1.buffered_groups == 1 and r1.buffer_capacity == 1, r1
+for attempt in range(2):
+    t0 = time.monotonic()
+    try:
+        L.SubmitGroup(group(leases[1]), timeout=0.7)
+        sys.exit("FAIL: a submission into a full buffer was answered")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e
+    assert time.monotonic() - t0 >= 0.6
+again = L.RegisterActor(lpb.RegisterRequest(name="c"), timeout=5)  # still serving
+assert again.actor_id
+print("backpressure: held until the deadline, lease kept, server serving")
+PY
+kill -TERM "$LPID"; wait "$LPID" || { echo "FAIL: learner exit"; cat learner4.out; exit 1; }; LPID=""
+echo "learner_service.test.sh: backpressure OK"
