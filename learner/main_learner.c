@@ -1291,9 +1291,11 @@ int main(int argc, char **argv)
             fprintf(stderr, "cohort-learner: %s\n", err.msg);
             goto out;
         }
-        if (m.step % 100 == 0 || m.eval_accuracy >= 0)
-            printf("step %5ld [%s] loss %.4f%s\n", m.step, m.phase, m.loss,
-                   m.eval_accuracy >= 0 ? " (evaluated)" : "");
+        if (m.eval_accuracy >= 0)
+            printf("step %5ld [%s] loss %.4f | held-out accuracy %.1f%%\n", m.step, m.phase,
+                   m.loss, 100 * m.eval_accuracy);
+        else if (m.step % 100 == 0)
+            printf("step %5ld [%s] loss %.4f\n", m.step, m.phase, m.loss);
         fflush(stdout);
     }
     if (!trainer_has_next(L.tr)) {
