@@ -63,6 +63,13 @@ void la_blas_autoselect(char **argv)
             "COHORT_KEEP_BLAS_KERNELS=1 to choose yourself)\n",
             core, pick, pick);
     setenv("OPENBLAS_CORETYPE", pick, 1);
+    /* exec the binary by its real path, so that the process keeps its name (ps, pgrep) */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        execv(self, argv);
+    }
     execv("/proc/self/exe", argv);
     fprintf(stderr, "note: re-exec failed; continuing with %s kernels\n", core);
 }

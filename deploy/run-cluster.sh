@@ -16,17 +16,20 @@ RPORT=${COHORT_REWARD_PORT:-50052}
 ACTORS=${COHORT_ACTORS:-2}
 mkdir -p "$OUT/logs"
 PIDS=()
+TAILPID=""
 stop() {
   trap - INT TERM EXIT
   echo "stopping the cluster..."
-  for p in "${PIDS[@]:1}"; do kill -TERM "$p" 2>/dev/null || true; done   # actors, reward
-  kill -TERM "${PIDS[0]}" 2>/dev/null || true                            # learner last
-  wait 2>/dev/null || true
+  for p in "${PIDS[@]:1}"; do kill -TERM "$p" 2>/dev/null || true; done   # reward, actors
+  kill -TERM "${PIDS[0]}" 2>/dev/null || true                            # learner: checkpoint
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "$TAILPID" ] && kill "$TAILPID" 2>/dev/null || true
+  grep -h "checkpoint written" "$OUT/logs/learner.err" 2>/dev/null | tail -1 || true
   echo "stopped; checkpoints in $OUT/checkpoints, metrics in $OUT/metrics.jsonl"
 }
 trap stop INT TERM EXIT
 ./build/cohort-learner --listen "127.0.0.1:$LPORT" --out "$OUT" --threads 1 "$@" \
-  > >(tee "$OUT/logs/learner.log") 2> "$OUT/logs/learner.err" &
+  > "$OUT/logs/learner.log" 2> "$OUT/logs/learner.err" &
 PIDS+=($!)
 ./build/cohort-reward --listen "127.0.0.1:$RPORT" --workers 2 > "$OUT/logs/reward.log" 2>&1 &
 PIDS+=($!)
@@ -36,4 +39,6 @@ for i in $(seq "$ACTORS"); do
   PIDS+=($!)
 done
 echo "cluster: learner :$LPORT, reward :$RPORT, $ACTORS actors; 'build/cohortctl status' to look in"
-wait "${PIDS[0]}" || true
+tail -n +1 -F "$OUT/logs/learner.log" 2>/dev/null &
+TAILPID=$!
+while kill -0 "${PIDS[0]}" 2>/dev/null; do wait "${PIDS[0]}" 2>/dev/null || true; done
