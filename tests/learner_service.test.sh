@@ -90,7 +90,11 @@ bad = [
     ("future version", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[comp(), comp(v=v0 + 5)], temperature=T), grpc.StatusCode.INVALID_ARGUMENT),
     ("unknown lease", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=12345, completions=[comp(), comp()], temperature=T), grpc.StatusCode.NOT_FOUND),
     ("unknown actor", lpb.SubmitGroupRequest(actor_id=777, lease_id=le.lease_id, completions=[comp(), comp()], temperature=T), grpc.StatusCode.NOT_FOUND),
+    ("non-finite reward", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[comp(), comp(reward=float("inf"))], temperature=T), grpc.StatusCode.INVALID_ARGUMENT),
+    ("positive logprob", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[comp(), comp(lp=(0.5,))], temperature=T), grpc.StatusCode.INVALID_ARGUMENT),
+    ("token out of range", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[comp(), comp(tokens=(100000,))], temperature=T), grpc.StatusCode.INVALID_ARGUMENT),
 ]
+assert code_of(raw, b"\x0a" + b"\xff" * (17 << 20), timeout=10) == grpc.StatusCode.RESOURCE_EXHAUSTED
 for name, req, want in bad:
     got = code_of(L.SubmitGroup, req, timeout=5)
     assert got == want, f"{name}: {got} != {want}"
@@ -112,8 +116,14 @@ assert L.LeasePrompts(lpb.LeaseRequest(actor_id=reg.actor_id, max_prompts=1), ti
 assert not M.Resume(mpb.ControlRequest(), timeout=5).paused
 cp = M.Checkpoint(mpb.CheckpointRequest(), timeout=30)
 assert os.path.isdir(cp.path), cp
-le2 = L.LeasePrompts(lpb.LeaseRequest(actor_id=reg.actor_id, max_prompts=1), timeout=5).leases
-assert len(le2) == 1
+le2 = L.LeasePrompts(lpb.LeaseRequest(actor_id=reg.actor_id, max_prompts=2), timeout=5).leases
+assert len(le2) == 2
+# a group sampled with a version more than max_staleness (2) behind: FAILED_PRECONDITION
+cur = M.GetStatus(mpb.GetStatusRequest(), timeout=5).step
+assert cur >= 3
+got = code_of(L.SubmitGroup, lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le2[1].lease_id,
+              completions=[comp(v=cur - 3), comp(v=cur - 3)], temperature=T), timeout=5)
+assert got == grpc.StatusCode.FAILED_PRECONDITION, got
 assert L.ReturnLeases(lpb.ReturnLeasesRequest(actor_id=reg.actor_id, lease_ids=[le2[0].lease_id]), timeout=5).returned == 1
 watch.cancel()
 print("learner service: registration, versions, chunked download, leases, bad input, update, monitor: ok")
@@ -186,6 +196,39 @@ if "$BUILD/cohort-learner" --listen 127.0.0.1:0 --out run3 --sft-steps 0 --rl-st
      --prompts-file bad.jsonl > bad.out 2>&1; then echo "FAIL: bad prompt file accepted"; exit 1; fi
 grep -q "bad.jsonl line 1" bad.out || { echo "FAIL: unclear message: $(cat bad.out)"; exit 1; }
 echo "learner_service.test.sh: prompt file OK"
+
+# authentication: with --token, every call but Health needs "authorization: Bearer <token>"
+PORT5=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT5" --out run5 --sft-steps 0 \
+  --rl-steps 1 --eval-every 0 --token s3cret > learner5.out 2>&1 &
+LPID=$!
+"$PY" - "$ROOT" "$PORT5" "$WORK" <<'PY' || { echo "FAIL: learner output:"; cat learner5.out; exit 1; }
+import importlib, os, sys, tempfile, time
+import grpc
+from grpc_tools import protoc
+root, port, work = sys.argv[1], sys.argv[2], sys.argv[3]
+out = tempfile.mkdtemp(dir=work)
+assert protoc.main(["protoc", f"-I{root}/proto", f"--python_out={out}", f"--grpc_python_out={out}"] +
+                   [f"{root}/proto/cohort/v1/{f}" for f in ("common.proto", "learner.proto")]) == 0
+for r, _, _ in os.walk(out):
+    open(os.path.join(r, "__init__.py"), "a").close()
+sys.path.insert(0, out)
+lpb = importlib.import_module("cohort.v1.learner_pb2"); lrpc = importlib.import_module("cohort.v1.learner_pb2_grpc")
+L = lrpc.LearnerStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+def code(md):
+    try:
+        L.RegisterActor(lpb.RegisterRequest(name="t"), timeout=2, metadata=md); return grpc.StatusCode.OK
+    except grpc.RpcError as e:
+        return e.code()
+for _ in range(300):
+    if code([("authorization", "Bearer s3cret")]) == grpc.StatusCode.OK: break
+    time.sleep(0.1)
+assert code([("authorization", "Bearer s3cret")]) == grpc.StatusCode.OK
+assert code(None) == grpc.StatusCode.UNAUTHENTICATED
+assert code([("authorization", "Bearer wrong")]) == grpc.StatusCode.UNAUTHENTICATED
+print("token: missing and wrong refused (UNAUTHENTICATED), right accepted")
+PY
+kill -TERM "$LPID"; wait "$LPID" || true; LPID=""
 
 # backpressure: a buffer of 1 group and updates of 2 -> the second submission is held until its
 # deadline (DEADLINE_EXCEEDED), the buffered group is untouched, the lease stays valid

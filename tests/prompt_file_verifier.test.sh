@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# prompt_file_verifier.test.sh - a run whose prompt file names a task served by the Python
+# example verifier: cohort-learner --prompts-file (task "match", metadata {"target": ...}),
+# cohort-reward routing "match" to reward/examples/python-verifier/verifier.py, one actor.
+# The learner's RL steps use the verifier's rewards, and the metadata written in the prompt
+# file reaches the verifier untouched.
+# usage: bash tests/prompt_file_verifier.test.sh BUILD_DIR
+set -euo pipefail
+BUILD=${1:?usage: prompt_file_verifier.test.sh BUILD_DIR}
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY=/usr/bin/python3
+for b in cohort-learner cohort-reward cohort-actor; do
+  [ -x "$BUILD/$b" ] || { echo "SKIP: $BUILD/$b is not built"; exit 0; }
+done
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+cd "$WORK"
+port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+LP=$(port); RP=$(port); VP=$(port)
+cat > prompts.jsonl <<'JSONL'
+{"prompt": "up:abc=", "task": "match", "metadata": {"target": "ABC", "from": "prompt-file-7"}}
+{"prompt": "up:ok=", "task": "match", "metadata": {"target": "OK", "from": "prompt-file-7"}}
+{"prompt": "up:xyz=", "task": "match", "metadata": {"target": "XYZ", "from": "prompt-file-7"}}
+JSONL
+cat > reward.json <<JSON
+{"verifiers": [{"name": "match", "task": "match", "endpoints": ["127.0.0.1:$VP"], "timeout_ms": 5000}]}
+JSON
+"$PY" "$ROOT/reward/examples/python-verifier/verifier.py" --host 127.0.0.1 --port "$VP" --log verifier.log > verifier.out 2>&1 &
+PIDS+=($!)
+"$BUILD/cohort-reward" --listen "127.0.0.1:$RP" --config reward.json --stats-every 0 > reward.log 2>&1 &
+PIDS+=($!)
+"$BUILD/cohort-learner" --listen "127.0.0.1:$LP" --out run --sft-steps 0 --rl-steps 6 --prompts 2 \
+  --group-size 4 --eval-every 0 --prompts-file prompts.jsonl --threads 1 > learner.log 2>&1 &
+LPID=$!
+PIDS+=($LPID)
+"$BUILD/cohort-actor" --learner "127.0.0.1:$LP" --reward "127.0.0.1:$RP" --name pf --seed 3 --quiet > actor.log 2>&1 &
+PIDS+=($!)
+for _ in $(seq 600); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.2; done
+if kill -0 "$LPID" 2>/dev/null; then echo "FAIL: the run did not finish"; tail learner.log actor.log; exit 1; fi
+wait "$LPID" || { echo "FAIL: learner exit"; cat learner.log; exit 1; }
+grep -q "training finished at step 6" learner.log || { echo "FAIL: $(tail -3 learner.log)"; exit 1; }
+"$PY" - <<'PY'
+import json
+logged = [json.loads(l) for l in open("verifier.log")]
+assert logged and all(l["task"] == "match" for l in logged), logged[:3]
+assert all(l["metadata"].get("from") == "prompt-file-7" for l in logged), logged[:3]
+assert {l["metadata"]["target"] for l in logged} <= {"ABC", "OK", "XYZ"}
+steps = [json.loads(l) for l in open("run/metrics.jsonl")][1:]
+assert len(steps) == 6 and all(s["phase"] == "rl" and s["groups_used"] >= 1 for s in steps), steps
+print(f"prompt file -> verifier: {len(logged)} verifications with the file's metadata; "
+      f"6 RL steps, reward means {[round(s['reward_mean'], 3) for s in steps]}")
+PY
+echo "prompt_file_verifier.test.sh: OK"
