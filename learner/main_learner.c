@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "cohort/v1/learner.pb-c.h"
@@ -311,6 +312,9 @@ static void download_next(rpc_call *call, download *d)
     d->first = 0;
     d->offset += len;
     if (rpc_call_send_msg(call, &c.base, on_download_sent, d) != COH_OK) {
+        /* the peer is gone: answer anyway, so that the call is released (a held call
+         * would keep the server's shutdown waiting) */
+        rpc_call_finish(call, GRPC_STATUS_CANCELLED, "download cancelled");
         snap_release(d->ref);
         free(d);
     }
@@ -1178,6 +1182,17 @@ static void on_server_done(rpc_server *srv, void *data)
     }
 }
 
+/* The checkpoint is written before the server stops; if some call still keeps the server
+ * from stopping after 15 s, say so and leave rather than hang. */
+static void on_watchdog(uv_timer_t *t)
+{
+    learner *L = t->data;
+    fprintf(stderr, "cohort-learner: %d call(s) still open 15 s after shutdown began; exiting\n",
+            rpc_server_active_calls(L->server));
+    fflush(NULL);
+    _exit(0);
+}
+
 static void shutdown_all(learner *L)
 {
     if (L->server == NULL || L->stopping > 1)
@@ -1190,6 +1205,8 @@ static void shutdown_all(learner *L)
         fprintf(stderr, "cohort-learner: checkpoint written at step %ld\n",
                 trainer_current_step(L->tr));
     uv_timer_stop(&L->tick);
+    uv_timer_start(&L->tick, on_watchdog, 15000, 0);
+    uv_unref((uv_handle_t *)&L->tick);
     rpc_server_shutdown(L->server, on_server_done, L);
 }
 

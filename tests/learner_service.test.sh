@@ -148,7 +148,7 @@ if $BUILD/cohortctl --learner 127.0.0.1:1 status 2> down.err; then echo "FAIL: s
 grep -q "UNAVAILABLE" down.err || { echo "FAIL: unclear message: $(cat down.err)"; exit 1; }
 
 kill -TERM "$LPID"
-for _ in $(seq 100); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 300); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$LPID" 2>/dev/null; then echo "FAIL: cohort-learner did not stop on SIGTERM" >&2; cat learner.out; exit 1; fi
 wait "$LPID" || { echo "FAIL: cohort-learner exited with an error"; cat learner.out; exit 1; }
 LPID=""
