@@ -164,7 +164,8 @@ cat > prompts.jsonl <<'JSONL'
 JSONL
 PORT2=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT2" --out run2 --sft-steps 0 \
-  --rl-steps 2 --prompts 2 --group-size 2 --eval-every 0 --prompts-file prompts.jsonl > learner2.out 2>&1 &
+  --rl-steps 2 --prompts 2 --group-size 2 --eval-every 0 --prompts-file prompts.jsonl \
+  --lease-ttl-ms 500 > learner2.out 2>&1 &
 LPID=$!
 "$PY" - "$ROOT" "$PORT2" "$WORK" <<'PY' || { echo "FAIL: learner output:"; cat learner2.out; exit 1; }
 import importlib, json, os, sys, tempfile, time
@@ -189,6 +190,18 @@ assert [l.task for l in leases] == ["match", "match"], leases
 assert json.loads(leases[0].metadata_json) == {"target": "ABC", "source": "file"}, leases[0]
 assert leases[1].answer == "XY" and leases[1].prompt == "up:xy=", leases[1]
 print("prompt file: tasks, answers and metadata reach the leases untouched")
+# an expired lease (TTL 500 ms): NOT_FOUND saying so; its prompt is issued again
+time.sleep(0.9)
+c = lambda: lpb.ScoredCompletion(completion_tokens=[2], behaviour_logprobs=[-0.1], policy_version=reg.current_version, reward=0.5, status=1)
+try:
+    L.SubmitGroup(lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=leases[0].lease_id, completions=[c(), c()],
+                                         temperature=reg.sampling.temperature), timeout=5)
+    sys.exit("FAIL: a group for an expired lease was accepted")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.NOT_FOUND and "expired" in e.details(), (e.code(), e.details())
+again = L.LeasePrompts(lpb.LeaseRequest(actor_id=reg.actor_id, max_prompts=2), timeout=5).leases
+assert sorted(l.prompt_id for l in again) == sorted(l.prompt_id for l in leases), (again, leases)
+print("expired lease: refused with NOT_FOUND, its prompts issued again")
 PY
 kill -TERM "$LPID"; wait "$LPID" || true; LPID=""
 printf '{"prompt": 5, "task": "match"}\n' > bad.jsonl
