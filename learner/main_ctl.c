@@ -71,8 +71,14 @@ static int cmd_status(rpc_channel *ch)
            s->paused ? s->pause_reason : "");
     printf("actors %d  buffered groups %d/%d  leases out %d  uptime %.0f s  run %s\n", s->actors,
            s->buffered_groups, s->buffer_capacity, s->leases_outstanding, s->uptime_s, s->run_dir);
-    if (s->last)
+    if (s->last) {
         print_metrics(s->last);
+        printf("groups dropped:");
+        for (size_t i = 0; i < s->last->n_groups_dropped_by_reason; i++)
+            printf(" %s %" PRId64, s->last->groups_dropped_by_reason[i]->key,
+                   s->last->groups_dropped_by_reason[i]->value);
+        printf("  reward latency %.1f ms\n", s->last->reward_latency_ms);
+    }
     rpc_msg_free(rep);
     return 0;
 }

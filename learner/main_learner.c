@@ -108,12 +108,21 @@ typedef struct learner {
     trainer_metrics hist[HISTORY]; /* ring: step s at hist[s % HISTORY] */
     long hist_first, hist_end;     /* steps [hist_first, hist_end) are held */
     mwatcher *mwatchers;
+    long drops[6];         /* groups refused or unusable, by reason (see k_drop_names) */
+    double lat_sum;        /* reward latency reported by actors, since the last step */
+    long lat_n;
+    double last_latency;   /* mean of the groups behind the last step */
     struct parked *parked; /* submissions waiting for buffer space, oldest first */
     int n_parked;
     wt_snapshot *new_snap;
     int work_rc;
     coh_err work_err;
 } learner;
+
+enum { DROP_STALE, DROP_ZERO_SIGNAL, DROP_REWARD_FAILED, DROP_INVALID, DROP_TEMPERATURE,
+       DROP_LEASE_EXPIRED, DROP_N };
+static const char *const k_drop_names[DROP_N] = {"stale", "zero_signal", "reward_failed",
+                                                 "invalid", "temperature", "lease_expired"};
 
 static uint64_t now_ms(void)
 {
@@ -782,6 +791,18 @@ static int submit_process(learner *L, rpc_call *call, Cohort__V1__SubmitGroupReq
         else
             a->rejected++;
     }
+    if (code == GRPC_STATUS_OK && accepted) {
+        L->lat_sum += req->reward_latency_ms;
+        L->lat_n++;
+    } else if (code == GRPC_STATUS_OK) {
+        L->drops[DROP_REWARD_FAILED]++;
+    } else if (code == GRPC_STATUS_FAILED_PRECONDITION) {
+        L->drops[strstr(msg, "temperature") ? DROP_TEMPERATURE : DROP_STALE]++;
+    } else if (code == GRPC_STATUS_INVALID_ARGUMENT) {
+        L->drops[DROP_INVALID]++;
+    } else if (code == GRPC_STATUS_NOT_FOUND && strstr(msg, "expired")) {
+        L->drops[DROP_LEASE_EXPIRED]++;
+    }
     rpc_msg_free(&req->base);
     if (code != GRPC_STATUS_OK) {
         rpc_call_fail(call, code, msg);
@@ -840,14 +861,20 @@ static void update_done(uv_work_t *w, int status)
     } else {
         L->have_last = 1;
         const trainer_metrics *m = &L->last;
+        L->drops[DROP_ZERO_SIGNAL] += m->groups_dropped;
+        L->last_latency = L->lat_n ? L->lat_sum / (double)L->lat_n : 0.0;
+        L->lat_sum = 0;
+        L->lat_n = 0;
         record_metrics(L, m);
         gbuf_stats gs;
         gbuf_get_stats(L->buf, &gs);
         printf("step %5ld/%ld [rl  ] reward %.3f±%.3f kl %.4f clip %.3f entropy %.3f gnorm %.2f "
-               "| staleness %.2f | learn %6.0f tok/s | actors %d | buffer %d%s%s\n",
+               "| staleness %.2f | learn %6.0f tok/s | actors %d | buffer %d | dropped %ld%s%s\n",
                m->step, trainer_total_steps(L->tr), m->reward_mean, m->reward_std, m->kl,
                m->clip_frac, m->entropy, m->grad_norm, m->staleness_mean,
-               m->learner_tokens_per_s, L->n_actors, gs.count, m->skipped ? " SKIPPED" : "",
+               m->learner_tokens_per_s, L->n_actors, gs.count,
+               L->drops[0] + L->drops[1] + L->drops[2] + L->drops[3] + L->drops[4] + L->drops[5],
+               m->skipped ? " SKIPPED" : "",
                m->eval_accuracy >= 0 ? "" : "");
         if (m->eval_accuracy >= 0)
             printf("step %5ld held-out accuracy %.1f%%\n", m->step, 100 * m->eval_accuracy);
@@ -1064,8 +1091,18 @@ static void on_status(rpc_call *call, rpc_event ev, void *data)
     st.total_steps = trainer_total_steps(L->tr);
     st.finished = L->finished;
     st.run_dir = L->cfg.out_dir;
+    Cohort__V1__StepMetrics__GroupsDroppedByReasonEntry ent[DROP_N], *entp[DROP_N];
     if (L->have_last) {
         fill_metrics(&L->last, &m);
+        for (int i = 0; i < DROP_N; i++) {
+            cohort__v1__step_metrics__groups_dropped_by_reason_entry__init(&ent[i]);
+            ent[i].key = (char *)k_drop_names[i];
+            ent[i].value = L->drops[i];
+            entp[i] = &ent[i];
+        }
+        m.n_groups_dropped_by_reason = DROP_N;
+        m.groups_dropped_by_reason = entp;
+        m.reward_latency_ms = L->last_latency;
         st.last = &m;
     }
     rpc_call_reply_msg(call, &st.base);

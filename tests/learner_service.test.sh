@@ -124,6 +124,8 @@ assert cur >= 3
 got = code_of(L.SubmitGroup, lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le2[1].lease_id,
               completions=[comp(v=cur - 3), comp(v=cur - 3)], temperature=T), timeout=5)
 assert got == grpc.StatusCode.FAILED_PRECONDITION, got
+drops = dict(M.GetStatus(mpb.GetStatusRequest(), timeout=5).last.groups_dropped_by_reason)
+assert drops["stale"] >= 1 and drops["invalid"] >= 6, drops
 assert L.ReturnLeases(lpb.ReturnLeasesRequest(actor_id=reg.actor_id, lease_ids=[le2[0].lease_id]), timeout=5).returned == 1
 watch.cancel()
 print("learner service: registration, versions, chunked download, leases, bad input, update, monitor: ok")
@@ -132,7 +134,7 @@ PY
 # cohortctl against the same learner
 CTL="$BUILD/cohortctl --learner 127.0.0.1:$PORT"
 $CTL status > status.txt || { echo "FAIL: cohortctl status"; exit 1; }
-grep -q "^step " status.txt && grep -q "actors 1" status.txt || { echo "FAIL: status: $(cat status.txt)"; exit 1; }
+grep -q "^step " status.txt && grep -q "actors 1" status.txt && grep -q "groups dropped: stale 1" status.txt || { echo "FAIL: status: $(cat status.txt)"; exit 1; }
 $CTL workers | grep -q " py " || { echo "FAIL: cohortctl workers"; exit 1; }
 $CTL set lr=0.001 temperature=1 > set.txt && grep -q "lr = 0.001" set.txt || { echo "FAIL: cohortctl set"; exit 1; }
 if $CTL set nosuch=1 2> set.err; then echo "FAIL: unknown setting accepted"; exit 1; fi
