@@ -3,7 +3,9 @@
 # example verifier: cohort-learner --prompts-file (task "match", metadata {"target": ...}),
 # cohort-reward routing "match" to reward/examples/python-verifier/verifier.py, one actor.
 # The learner's RL steps use the verifier's rewards, and the metadata written in the prompt
-# file reaches the verifier untouched.
+# file reaches the verifier untouched. Two more tasks of the file go to a verifier that sleeps
+# past its deadline and to an endpoint that is down: their groups are reported (timed out /
+# failed), counted as dropped ("reward_failed") in the learner's metrics, and training goes on.
 # usage: bash tests/prompt_file_verifier.test.sh BUILD_DIR
 set -euo pipefail
 BUILD=${1:?usage: prompt_file_verifier.test.sh BUILD_DIR}
@@ -18,16 +20,22 @@ cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wa
 trap cleanup EXIT
 cd "$WORK"
 port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-LP=$(port); RP=$(port); VP=$(port)
+LP=$(port); RP=$(port); VP=$(port); SP=$(port); DP=$(port)
 cat > prompts.jsonl <<'JSONL'
 {"prompt": "up:abc=", "task": "match", "metadata": {"target": "ABC", "from": "prompt-file-7"}}
 {"prompt": "up:ok=", "task": "match", "metadata": {"target": "OK", "from": "prompt-file-7"}}
 {"prompt": "up:xyz=", "task": "match", "metadata": {"target": "XYZ", "from": "prompt-file-7"}}
+{"prompt": "up:q=", "task": "slowmatch", "metadata": {"target": "Q"}}
+{"prompt": "up:r=", "task": "gonematch", "metadata": {"target": "R"}}
 JSONL
 cat > reward.json <<JSON
-{"verifiers": [{"name": "match", "task": "match", "endpoints": ["127.0.0.1:$VP"], "timeout_ms": 5000}]}
+{"verifiers": [{"name": "match", "task": "match", "endpoints": ["127.0.0.1:$VP"], "timeout_ms": 5000},
+               {"name": "slow", "task": "slowmatch", "endpoints": ["127.0.0.1:$SP"], "timeout_ms": 200},
+               {"name": "gone", "task": "gonematch", "endpoints": ["127.0.0.1:$DP"], "timeout_ms": 200}]}
 JSON
 "$PY" "$ROOT/reward/examples/python-verifier/verifier.py" --host 127.0.0.1 --port "$VP" --log verifier.log > verifier.out 2>&1 &
+PIDS+=($!)
+"$PY" "$ROOT/reward/examples/python-verifier/verifier.py" --host 127.0.0.1 --port "$SP" --delay-ms 2000 > slow.out 2>&1 &
 PIDS+=($!)
 "$BUILD/cohort-reward" --listen "127.0.0.1:$RP" --config reward.json --stats-every 0 > reward.log 2>&1 &
 PIDS+=($!)
@@ -41,6 +49,9 @@ for _ in $(seq 600); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.2; done
 if kill -0 "$LPID" 2>/dev/null; then echo "FAIL: the run did not finish"; tail learner.log actor.log; exit 1; fi
 wait "$LPID" || { echo "FAIL: learner exit"; cat learner.log; exit 1; }
 grep -q "training finished at step 6" learner.log || { echo "FAIL: $(tail -3 learner.log)"; exit 1; }
+DROPPED=$(grep "^step .*dropped" learner.log | tail -1 | sed 's/.*dropped \([0-9]*\).*/\1/')
+[ "${DROPPED:-0}" -ge 1 ] || { echo "FAIL: no dropped group counted: $(tail -2 learner.log)"; exit 1; }
+echo "groups with timed-out or failed items dropped and counted: $DROPPED; training finished"
 "$PY" - <<'PY'
 import json
 logged = [json.loads(l) for l in open("verifier.log")]
