@@ -23,22 +23,13 @@ COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT" --
 LPID=$!
 
 "$PY" - "$ROOT" "$PORT" "$WORK" <<'PY' || { echo "FAIL: learner output:"; cat learner.out; exit 1; }
-import importlib, json, os, sys, tempfile, time, zlib
+import json, os, sys, time, zlib
 import grpc
-from grpc_tools import protoc
 root, port, work = sys.argv[1], sys.argv[2], sys.argv[3]
-out = tempfile.mkdtemp(dir=work)
-src = os.path.join(out, "src", "health_v1"); os.makedirs(src)
-open(os.path.join(src, "health.proto"), "w").write(open("/usr/share/grpc-proto/grpc/health/v1/health.proto").read())
-for args in ([f"-I{root}/proto"] + [f"{root}/proto/cohort/v1/{f}" for f in ("common.proto", "learner.proto", "monitor.proto")],
-             [f"-I{out}/src", os.path.join(src, "health.proto")]):
-    assert protoc.main(["protoc", f"--python_out={out}", f"--grpc_python_out={out}"] + args) == 0
-for r, _, _ in os.walk(out):
-    open(os.path.join(r, "__init__.py"), "a").close()
-sys.path.insert(0, out)
-lpb = importlib.import_module("cohort.v1.learner_pb2"); lrpc = importlib.import_module("cohort.v1.learner_pb2_grpc")
-mpb = importlib.import_module("cohort.v1.monitor_pb2"); mrpc = importlib.import_module("cohort.v1.monitor_pb2_grpc")
-hpb = importlib.import_module("health_v1.health_pb2"); hrpc = importlib.import_module("health_v1.health_pb2_grpc")
+sys.path.insert(0, os.path.join(root, "tests")); import cohort_stubs
+S = cohort_stubs.load(root, work)
+lpb, lrpc, mpb, mrpc = S.learner_pb2, S.learner_pb2_grpc, S.monitor_pb2, S.monitor_pb2_grpc
+hpb, hrpc = S.health_pb2, S.health_pb2_grpc
 ch = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 16 << 20)])
 for _ in range(300):
     try:
@@ -170,17 +161,12 @@ COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT2" -
   --lease-ttl-ms 500 > learner2.out 2>&1 &
 LPID=$!
 "$PY" - "$ROOT" "$PORT2" "$WORK" <<'PY' || { echo "FAIL: learner output:"; cat learner2.out; exit 1; }
-import importlib, json, os, sys, tempfile, time
+import json, os, sys, time
 import grpc
-from grpc_tools import protoc
 root, port, work = sys.argv[1], sys.argv[2], sys.argv[3]
-out = tempfile.mkdtemp(dir=work)
-assert protoc.main(["protoc", f"-I{root}/proto", f"--python_out={out}", f"--grpc_python_out={out}"] +
-                   [f"{root}/proto/cohort/v1/{f}" for f in ("common.proto", "learner.proto")]) == 0
-for r, _, _ in os.walk(out):
-    open(os.path.join(r, "__init__.py"), "a").close()
-sys.path.insert(0, out)
-lpb = importlib.import_module("cohort.v1.learner_pb2"); lrpc = importlib.import_module("cohort.v1.learner_pb2_grpc")
+sys.path.insert(0, os.path.join(root, "tests")); import cohort_stubs
+S = cohort_stubs.load(root, work)
+lpb, lrpc = S.learner_pb2, S.learner_pb2_grpc
 L = lrpc.LearnerStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 for _ in range(300):
     try:
@@ -218,17 +204,12 @@ COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT5" -
   --rl-steps 1 --eval-every 0 --token s3cret > learner5.out 2>&1 &
 LPID=$!
 "$PY" - "$ROOT" "$PORT5" "$WORK" <<'PY' || { echo "FAIL: learner output:"; cat learner5.out; exit 1; }
-import importlib, os, sys, tempfile, time
+import os, sys, time
 import grpc
-from grpc_tools import protoc
 root, port, work = sys.argv[1], sys.argv[2], sys.argv[3]
-out = tempfile.mkdtemp(dir=work)
-assert protoc.main(["protoc", f"-I{root}/proto", f"--python_out={out}", f"--grpc_python_out={out}"] +
-                   [f"{root}/proto/cohort/v1/{f}" for f in ("common.proto", "learner.proto")]) == 0
-for r, _, _ in os.walk(out):
-    open(os.path.join(r, "__init__.py"), "a").close()
-sys.path.insert(0, out)
-lpb = importlib.import_module("cohort.v1.learner_pb2"); lrpc = importlib.import_module("cohort.v1.learner_pb2_grpc")
+sys.path.insert(0, os.path.join(root, "tests")); import cohort_stubs
+S = cohort_stubs.load(root, work)
+lpb, lrpc = S.learner_pb2, S.learner_pb2_grpc
 L = lrpc.LearnerStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 def code(md):
     try:
@@ -252,17 +233,12 @@ COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT3" -
   --rl-steps 2 --prompts 2 --group-size 2 --buffer 1 --eval-every 0 > learner4.out 2>&1 &
 LPID=$!
 "$PY" - "$ROOT" "$PORT3" "$WORK" <<'PY' || { echo "FAIL: learner output:"; cat learner4.out; exit 1; }
-import importlib, os, sys, tempfile, time
+import os, sys, time
 import grpc
-from grpc_tools import protoc
 root, port, work = sys.argv[1], sys.argv[2], sys.argv[3]
-out = tempfile.mkdtemp(dir=work)
-assert protoc.main(["protoc", f"-I{root}/proto", f"--python_out={out}", f"--grpc_python_out={out}"] +
-                   [f"{root}/proto/cohort/v1/{f}" for f in ("common.proto", "learner.proto")]) == 0
-for r, _, _ in os.walk(out):
-    open(os.path.join(r, "__init__.py"), "a").close()
-sys.path.insert(0, out)
-lpb = importlib.import_module("cohort.v1.learner_pb2"); lrpc = importlib.import_module("cohort.v1.learner_pb2_grpc")
+sys.path.insert(0, os.path.join(root, "tests")); import cohort_stubs
+S = cohort_stubs.load(root, work)
+lpb, lrpc = S.learner_pb2, S.learner_pb2_grpc
 L = lrpc.LearnerStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 for _ in range(300):
     try:

@@ -38,25 +38,14 @@ RPID=$!
 PIDS+=($RPID)
 
 "$PY" - "$ROOT" "$RPORT" "$WORK" "$VPORT" "$SPORT" <<'PY'
-import importlib, json, os, sys, tempfile, time
+import json, os, sys, time
 import grpc
-from grpc_tools import protoc
 root, port, work = sys.argv[1], sys.argv[2], sys.argv[3]
 verifier_ports = sys.argv[4:]
-out = tempfile.mkdtemp(dir=work)
-src = os.path.join(out, "src", "health_v1"); os.makedirs(src)
-open(os.path.join(src, "health.proto"), "w").write(open("/usr/share/grpc-proto/grpc/health/v1/health.proto").read())
-for args in ([f"-I{root}/proto"] + [f"{root}/proto/cohort/v1/{f}" for f in ("common.proto", "reward.proto")],
-             [f"-I{out}/src", os.path.join(src, "health.proto")]):
-    assert protoc.main(["protoc", f"--python_out={out}", f"--grpc_python_out={out}"] + args) == 0
-for r, _, _ in os.walk(out):
-    open(os.path.join(r, "__init__.py"), "a").close()
-sys.path.insert(0, out)
-pb = importlib.import_module("cohort.v1.reward_pb2")
-cpb = importlib.import_module("cohort.v1.common_pb2")
-rpc = importlib.import_module("cohort.v1.reward_pb2_grpc")
-hpb = importlib.import_module("health_v1.health_pb2")
-hrpc = importlib.import_module("health_v1.health_pb2_grpc")
+sys.path.insert(0, os.path.join(root, "tests")); import cohort_stubs
+S = cohort_stubs.load(root, work)
+pb, cpb, rpc = S.reward_pb2, S.common_pb2, S.reward_pb2_grpc
+hpb, hrpc = S.health_pb2, S.health_pb2_grpc
 
 ch = grpc.insecure_channel(f"127.0.0.1:{port}")
 # wait for both servers (reward + the verifier, which compiles its stubs first)
