@@ -25,6 +25,9 @@ stop() {
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   [ -n "$TAILPID" ] && kill "$TAILPID" 2>/dev/null || true
   grep -h "checkpoint written" "$OUT/logs/learner.err" 2>/dev/null | tail -1 || true
+  if command -v gnuplot >/dev/null && [ -s "$OUT/metrics.jsonl" ]; then
+    ./build/cohortctl plot "$OUT/metrics.jsonl" "$OUT/metrics.png" || true
+  fi
   echo "stopped; checkpoints in $OUT/checkpoints, metrics in $OUT/metrics.jsonl"
 }
 trap stop INT TERM EXIT
