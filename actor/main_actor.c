@@ -1343,6 +1343,8 @@ static void usage(FILE *f)
             "cohort-reward (default 127.0.0.1:50052) and submits the scored groups.\n"
             "  --threads N          OpenBLAS threads (default 1)\n"
             "  --token T            bearer token (default: $COHORT_TOKEN)\n"
+            "  --tls-ca PEM         use TLS to learner and reward service, trusting this CA\n"
+            "  --tls-server-name N  expected name in their certificates (default: the host)\n"
             "  --max-steps N        stop after N groups (0 = run until SIGTERM/SIGINT)\n"
             "SIGTERM/SIGINT: stop leasing, return unsubmitted leases, exit 0.\n");
 }
@@ -1366,7 +1368,8 @@ int main(int argc, char **argv)
         {"threads", 1, 0, 'j'},       {"token", 1, 0, 't'},     {"seed", 1, 0, 's'},
         {"prompts-per-lease", 1, 0, 'p'}, {"max-steps", 1, 0, 'm'},
         {"reward-timeout-ms", 1, 0, 'T'}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"tls-ca", 1, 0, 'C'}, {"tls-server-name", 1, 0, 'N'}, {0, 0, 0, 0}};
+    const char *tls_ca = NULL, *tls_name = NULL;
     static actor a;
     memset(&a, 0, sizeof a);
     a.learner_addr = "127.0.0.1:50051";
@@ -1389,6 +1392,8 @@ int main(int argc, char **argv)
         case 'r': a.reward_addr = optarg; break;
         case 'n': a.name = optarg; break;
         case 't': a.token = optarg; break;
+        case 'C': tls_ca = optarg; break;
+        case 'N': tls_name = optarg; break;
         case 'q': quiet = 1; break;
         case 'j':
             if (parse_long(optarg, 1, 256, &v)) goto bad;
@@ -1462,7 +1467,9 @@ int main(int argc, char **argv)
     rpc_global_init();
     coh_err err;
     coh_err_clear(&err);
-    rpc_channel_config cc = {.bearer_token = a.token && *a.token ? a.token : NULL};
+    /* --tls-ca: both channels (learner and reward service) use TLS, trusting that CA */
+    rpc_channel_config cc = {.bearer_token = a.token && *a.token ? a.token : NULL,
+                             .tls_ca_file = tls_ca, .tls_server_name = tls_name};
     int rc = 1;
     pthread_t th_sig, th_watch, th_dl, th_hb;
     int have_sig = 0, have_watch = 0, have_dl = 0, have_hb = 0;
