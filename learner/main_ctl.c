@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cohort/v1/monitor.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "rpc.h"
 
 #define DEADLINE_MS 10000
@@ -294,12 +295,32 @@ static int cmd_plot(const char *in, const char *out)
     return rc;
 }
 
+/* health [SERVICE]: grpc.health.v1 Check of any Cohort server; exit 0 only when SERVING
+ * (for container health checks). */
+static int cmd_health(rpc_channel *ch, const char *service)
+{
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = (char *)(service ? service : "");
+    ProtobufCMessage *rep = NULL;
+    rpc_status st;
+    if (rpc_unary_msg(ch, "/grpc.health.v1.Health/Check", &req.base,
+                      &grpc__health__v1__health_check_response__descriptor, 3000, &rep, &st) ||
+        st.code != GRPC_STATUS_OK)
+        return fail_status("health", &st);
+    int serving = ((Grpc__Health__V1__HealthCheckResponse *)rep)->status ==
+                  GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    printf("%s\n", serving ? "SERVING" : "NOT_SERVING");
+    rpc_msg_free(rep);
+    return serving ? 0 : 1;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: cohortctl [--learner HOST:PORT] [--token T] [--tls-ca PEM] COMMAND\n"
                "  status | watch [--from N] | workers | pause [REASON] | resume | checkpoint\n"
                "  set KEY=VALUE ... (lr, beta, temperature, entropy_coef, eps_low, eps_high)\n"
-               "  plot METRICS.jsonl OUT.png\n");
+               "  plot METRICS.jsonl OUT.png\n"
+               "  health [SERVICE]       grpc.health.v1 check of any Cohort server (--learner)\n");
 }
 
 int main(int argc, char **argv)
@@ -356,6 +377,8 @@ int main(int argc, char **argv)
         rc = cmd_control(ch, 1, optind < argc ? argv[optind] : "paused by cohortctl");
     else if (strcmp(cmd, "resume") == 0)
         rc = cmd_control(ch, 0, NULL);
+    else if (strcmp(cmd, "health") == 0)
+        rc = cmd_health(ch, optind < argc ? argv[optind] : "");
     else if (strcmp(cmd, "checkpoint") == 0)
         rc = cmd_checkpoint(ch);
     else if (strcmp(cmd, "set") == 0 && optind < argc)

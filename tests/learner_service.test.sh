@@ -127,6 +127,8 @@ CTL="$BUILD/cohortctl --learner 127.0.0.1:$PORT"
 $CTL status > status.txt || { echo "FAIL: cohortctl status"; exit 1; }
 grep -q "^step " status.txt && grep -q "actors 1" status.txt && grep -q "groups dropped: stale 1" status.txt || { echo "FAIL: status: $(cat status.txt)"; exit 1; }
 $CTL workers | grep -q " py " || { echo "FAIL: cohortctl workers"; exit 1; }
+$CTL health | grep -q "^SERVING" && $CTL health cohort.v1.Monitor | grep -q "^SERVING" || { echo "FAIL: cohortctl health"; exit 1; }
+if $CTL health no.such.Service 2> /dev/null; then echo "FAIL: health of an unknown service"; exit 1; fi
 $CTL set lr=0.001 temperature=1 > set.txt && grep -q "lr = 0.001" set.txt || { echo "FAIL: cohortctl set"; exit 1; }
 if $CTL set nosuch=1 2> set.err; then echo "FAIL: unknown setting accepted"; exit 1; fi
 grep -q "unknown setting" set.err || { echo "FAIL: set message: $(cat set.err)"; exit 1; }
