@@ -1276,7 +1276,8 @@ int main(int argc, char **argv)
         {"rl-steps", 1, 0, 'R'}, {"prompts", 1, 0, 'P'}, {"group-size", 1, 0, 'G'},
         {"rl-lr", 1, 0, 'L'}, {"beta", 1, 0, 'B'}, {"temperature", 1, 0, 'T'},
         {"eval-every", 1, 0, 'E'}, {"ckpt-every", 1, 0, 'C'}, {"threads", 1, 0, 'j'},
-        {"init", 1, 0, 'I'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"init", 1, 0, 'I'}, {"resume-if-present", 0, 0, 'Y'}, {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
     trainer_config c = trainer_config_default();
     snprintf(c.out_dir, sizeof c.out_dir, "runs/cluster");
     const char *listen = "0.0.0.0:50051", *token = getenv("COHORT_TOKEN"), *cert = NULL,
@@ -1299,6 +1300,7 @@ int main(int argc, char **argv)
         case 'd': c.task_cfg.digits = atoi(optarg); break;
         case 's': c.seed = strtoull(optarg, NULL, 10); break;
         case 'r': resume = 1; break;
+        case 'Y': resume = -1; break;
         case 'S': c.sft_steps = atoi(optarg); break;
         case 'D': c.sft_demos = atoi(optarg); break;
         case 'R': c.rl_steps = atoi(optarg); break;
@@ -1315,6 +1317,7 @@ int main(int argc, char **argv)
             printf("usage: cohort-learner [--listen HOST:PORT] [--out DIR] [--resume] [--token T]\n"
                    "  [--tls-cert PEM --tls-key PEM] [--max-staleness N] [--buffer GROUPS]\n"
                    "  [--lease-ttl-ms MS] [--heartbeat-ms MS] [--threads N] [--init DIR]\n"
+                   "  [--resume-if-present]  resume when OUT has a checkpoint (containers)\n"
                    "  [--prompts-file FILE.jsonl]  RL prompts from {\"prompt\", \"task\",\n"
                    "      \"answer\"?, \"metadata\"?} lines, passed untouched to the verifiers\n"
                    "  training: --task --digits --seed --sft-steps --sft-demos --rl-steps\n"
@@ -1325,6 +1328,13 @@ int main(int argc, char **argv)
         }
     }
     la_set_threads(threads);
+    if (resume < 0) { /* --resume-if-present: a restarted container continues its run */
+        char latest[600];
+        snprintf(latest, sizeof latest, "%s/checkpoints/latest", c.out_dir);
+        resume = access(latest, F_OK) == 0;
+        if (resume)
+            printf("cohort-learner: resuming from %s\n", latest);
+    }
     static learner L;
     memset(&L, 0, sizeof L);
     L.heartbeat_ms = hb;

@@ -149,6 +149,15 @@ wait "$LPID" || { echo "FAIL: cohort-learner exited with an error"; cat learner.
 LPID=""
 grep -q "checkpoint written" learner.out || { echo "FAIL: no checkpoint on SIGTERM"; cat learner.out; exit 1; }
 [ -s run/checkpoints/latest ] || { echo "FAIL: no latest checkpoint"; exit 1; }
+# --resume-if-present (what a restarted container runs) continues from that checkpoint
+CK=$(sed 's/step-0*//' run/checkpoints/latest)
+COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen 127.0.0.1:0 --out run --resume-if-present \
+  --sft-steps 3 --rl-steps 3 --prompts 1 --group-size 2 --eval-every 0 > learner_r.out 2>&1 &
+LPID=$!
+for _ in $(seq 100); do grep -q "RL from step" learner_r.out && break; sleep 0.1; done
+grep -q "resuming from run/checkpoints/latest" learner_r.out && grep -q "RL from step $CK" learner_r.out \
+  || { echo "FAIL: --resume-if-present: $(cat learner_r.out)"; exit 1; }
+kill -TERM "$LPID"; wait "$LPID" || true; LPID=""
 echo "learner_service.test.sh: OK"
 
 # a user's prompt file: task names and metadata reach the lease untouched; bad files refused
