@@ -23,7 +23,8 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DCOHORT_TESTS=OFF > /dev/nu
 FROM debian:12-slim
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       libopenblas0-pthread libcjson1 zlib1g libgrpc29 libprotobuf-c1 libuv1 \
-      python3 python3-grpcio python3-protobuf python3-grpc-tools grpc-proto gnuplot-nox > /dev/null \
+      python3 python3-grpcio python3-protobuf python3-grpc-tools python3-pkg-resources grpc-proto \
+      gnuplot-nox > /dev/null \
  && rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/*
 COPY --from=build /out/bin/ /usr/local/bin/
 COPY proto /opt/cohort/proto
