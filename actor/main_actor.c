@@ -205,6 +205,35 @@ static int sleep_ms_gen(actor *a, long ms, const long *gen)
 
 static int sleep_ms(actor *a, long ms) { return sleep_ms_gen(a, ms, NULL); }
 
+/* Open a server stream on the learner channel and publish it in *slot (so that a stop can
+ * cancel it). Returns 0 with *out open, 1 when it could not be opened (retry later), -1 when
+ * the actor is stopping (nothing left open). */
+static int open_stream(actor *a, const char *method, const ProtobufCMessage *req,
+                       int64_t deadline_ms, rpc_stream **slot, rpc_stream **out)
+{
+    uint8_t *buf = NULL;
+    size_t blen = 0;
+    *out = NULL;
+    if (rpc_pack(req, 0, &buf, &blen, NULL) ||
+        rpc_stream_open(a->lch, method, buf, blen, deadline_ms, out, NULL)) {
+        free(buf);
+        return 1;
+    }
+    free(buf);
+    pthread_mutex_lock(&a->mu);
+    int stop = a->stop;
+    if (!stop)
+        *slot = *out;
+    pthread_mutex_unlock(&a->mu);
+    if (stop) {
+        rpc_stream_close(*out, NULL);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+
 static long next_backoff(long cur) { return cur * 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : cur * 2; }
 
 static uint64_t get_actor_id(actor *a)
@@ -330,25 +359,14 @@ static void *watcher_main(void *arg)
         pthread_mutex_unlock(&a->mu);
         Cohort__V1__WatchVersionsRequest req = COHORT__V1__WATCH_VERSIONS_REQUEST__INIT;
         req.actor_id = id;
-        uint8_t *buf = NULL;
-        size_t blen = 0;
         rpc_stream *s = NULL;
-        if (rpc_pack(&req.base, 0, &buf, &blen, NULL) ||
-            rpc_stream_open(a->lch, M_WATCH, buf, blen, 600000, &s, NULL)) {
-            free(buf);
+        int o = open_stream(a, M_WATCH, &req.base, 600000, &a->watch_stream, &s);
+        if (o < 0)
+            break;
+        if (o > 0) {
             if (sleep_ms(a, 1000))
                 break;
             continue;
-        }
-        free(buf);
-        pthread_mutex_lock(&a->mu);
-        int stop = a->stop;
-        if (!stop)
-            a->watch_stream = s;
-        pthread_mutex_unlock(&a->mu);
-        if (stop) {
-            rpc_stream_close(s, NULL);
-            break;
         }
         int got = 0;
         const uint8_t *msg;
@@ -462,25 +480,14 @@ static int download_version(actor *a, const notice *nt, policy **out)
         req.actor_id = id;
         req.version = nt->version;
         req.offset = r ? wt_recv_offset(r) : 0;
-        uint8_t *buf = NULL;
-        size_t blen = 0;
         rpc_stream *s = NULL;
-        if (rpc_pack(&req.base, 0, &buf, &blen, NULL) ||
-            rpc_stream_open(a->lch, M_DOWNLOAD, buf, blen, 300000, &s, NULL)) {
-            free(buf);
+        int o = open_stream(a, M_DOWNLOAD, &req.base, 300000, &a->dl_stream, &s);
+        if (o < 0)
+            break;
+        if (o > 0) {
             if (sleep_ms(a, 1000))
                 break;
             continue;
-        }
-        free(buf);
-        pthread_mutex_lock(&a->mu);
-        int stop = a->stop;
-        if (!stop)
-            a->dl_stream = s;
-        pthread_mutex_unlock(&a->mu);
-        if (stop) {
-            rpc_stream_close(s, NULL);
-            break;
         }
         const uint8_t *msg;
         size_t len;

@@ -449,6 +449,21 @@ int lease_complete(lease_table *t, uint64_t lease_id, uint64_t actor, uint64_t n
     return COH_OK;
 }
 
+/* End every live lease of actor with state (returned or dropped); returns how many. */
+static int end_actor_leases_(lease_table *t, uint64_t actor, lease_state state, uint64_t now_ms)
+{
+    int n = 0;
+    for (int ri = t->live_head; ri != NIL;) {
+        int next = t->recs[ri].next;
+        if (t->recs[ri].actor == actor) {
+            end_lease_(t, ri, state, now_ms);
+            n++;
+        }
+        ri = next;
+    }
+    return n;
+}
+
 int lease_return(lease_table *t, uint64_t actor, uint64_t lease_id, uint64_t now_ms,
                  coh_err *err)
 {
@@ -463,16 +478,7 @@ int lease_return(lease_table *t, uint64_t actor, uint64_t lease_id, uint64_t now
         end_lease_(t, ri, LEASE_RETURNED, now_ms);
         return 1;
     }
-    int n = 0;
-    for (int ri = t->live_head; ri != NIL;) {
-        int next = t->recs[ri].next;
-        if (t->recs[ri].actor == actor) {
-            end_lease_(t, ri, LEASE_RETURNED, now_ms);
-            n++;
-        }
-        ri = next;
-    }
-    return n;
+    return end_actor_leases_(t, actor, LEASE_RETURNED, now_ms);
 }
 
 int lease_drop_actor(lease_table *t, uint64_t actor, uint64_t now_ms)
@@ -480,16 +486,7 @@ int lease_drop_actor(lease_table *t, uint64_t actor, uint64_t now_ms)
     if (!t)
         return 0;
     lease_expire(t, now_ms);
-    int n = 0;
-    for (int ri = t->live_head; ri != NIL;) {
-        int next = t->recs[ri].next;
-        if (t->recs[ri].actor == actor) {
-            end_lease_(t, ri, LEASE_DROPPED, now_ms);
-            n++;
-        }
-        ri = next;
-    }
-    return n;
+    return end_actor_leases_(t, actor, LEASE_DROPPED, now_ms);
 }
 
 int lease_renew(lease_table *t, uint64_t actor, uint64_t now_ms)
