@@ -832,6 +832,22 @@ out:
     return rc;
 }
 
+/* After a read_line loop over stdin: report a read error (len == -2) or a failed flush of
+ * stdout. Returns 0 when both went well. */
+static int finish_stdin_stdout(long len, long lineno)
+{
+    if (len == -2) {
+        fprintf(stderr, "cohort-tool: cannot read stdin after line %ld: %s\n", lineno,
+                strerror(errno));
+        return -1;
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "cohort-tool: cannot write the output: %s\n", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- score ------------------------------------------------------------------------------ */
 
 static int cmd_score(int argc, char **argv)
@@ -886,15 +902,8 @@ static int cmd_score(int argc, char **argv)
         }
         printf("{\"score\": %.9g}\n", score);
     }
-    if (len == -2) {
-        fprintf(stderr, "cohort-tool: cannot read stdin after line %ld: %s\n", lineno,
-                strerror(errno));
+    if (finish_stdin_stdout(len, lineno))
         goto out;
-    }
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "cohort-tool: cannot write the output: %s\n", strerror(errno));
-        goto out;
-    }
     rc = 0;
 out:
     rm_destroy(r);
@@ -1001,15 +1010,8 @@ static int cmd_logprobs(int argc, char **argv)
             goto out;
         }
     }
-    if (len == -2) {
-        fprintf(stderr, "cohort-tool: cannot read stdin after line %ld: %s\n", lineno,
-                strerror(errno));
+    if (finish_stdin_stdout(len, lineno))
         goto out;
-    }
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "cohort-tool: cannot write the output: %s\n", strerror(errno));
-        goto out;
-    }
     rc = 0;
 out:
     free(line);
