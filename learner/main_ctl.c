@@ -72,6 +72,12 @@ static int cmd_status(rpc_channel *ch)
            s->paused ? s->pause_reason : "");
     printf("actors %d  buffered groups %d/%d  leases out %d  uptime %.0f s  run %s\n", s->actors,
            s->buffered_groups, s->buffer_capacity, s->leases_outstanding, s->uptime_s, s->run_dir);
+    if (s->lease_counters) {
+        const Cohort__V1__LeaseCounters *c = s->lease_counters;
+        printf("leases issued %" PRId64 " (again %" PRId64 ")  completed %" PRId64
+               "  expired %" PRId64 "  returned %" PRId64 "  of dead actors %" PRId64 "\n",
+               c->issued, c->reissued, c->completed, c->expired, c->returned, c->dropped);
+    }
     if (s->last) {
         print_metrics(s->last);
         printf("groups dropped:");

@@ -76,6 +76,8 @@ typedef struct mwatcher {
 typedef struct learner {
     uv_loop_t *loop;
     rpc_server *server;
+    rpc_server *mserver; /* --monitor-listen: a second port serving only Monitor (or NULL) */
+    int servers_up;      /* servers not yet through rpc_server_shutdown */
     trainer *tr;
     trainer_config cfg; /* effective */
     tokenizer *tok;
@@ -1087,6 +1089,14 @@ static void on_status(rpc_call *call, rpc_event ev, void *data)
     lease_stats ls;
     lease_get_stats(L->leases, &ls);
     st.leases_outstanding = ls.outstanding;
+    Cohort__V1__LeaseCounters lc = COHORT__V1__LEASE_COUNTERS__INIT;
+    lc.issued = (int64_t)ls.issued;
+    lc.reissued = (int64_t)ls.reissued;
+    lc.completed = (int64_t)ls.completed;
+    lc.expired = (int64_t)ls.expired;
+    lc.returned = (int64_t)ls.returned;
+    lc.dropped = (int64_t)ls.dropped;
+    st.lease_counters = &lc;
     st.uptime_s = (double)(now_ms() - L->start_ms) / 1000.0;
     st.total_steps = trainer_total_steps(L->tr);
     st.finished = L->finished;
@@ -1212,11 +1222,19 @@ static void on_server_done(rpc_server *srv, void *data)
 {
     (void)srv;
     learner *L = data;
+    if (--L->servers_up > 0)
+        return;
     uv_close((uv_handle_t *)&L->tick, NULL);
     if (!uv_is_closing((uv_handle_t *)&L->sigint)) {
         uv_close((uv_handle_t *)&L->sigint, NULL);
         uv_close((uv_handle_t *)&L->sigterm, NULL);
     }
+}
+
+static void on_failed_server_done(rpc_server *srv, void *data)
+{
+    (void)srv;
+    ((learner *)data)->servers_up--;
 }
 
 /* The checkpoint is written before the server stops; if some call still keeps the server
@@ -1225,7 +1243,8 @@ static void on_watchdog(uv_timer_t *t)
 {
     learner *L = t->data;
     fprintf(stderr, "cohort-learner: %d call(s) still open 15 s after shutdown began; exiting\n",
-            rpc_server_active_calls(L->server));
+            rpc_server_active_calls(L->server) +
+                (L->mserver ? rpc_server_active_calls(L->mserver) : 0));
     fflush(NULL);
     _exit(0);
 }
@@ -1244,7 +1263,10 @@ static void shutdown_all(learner *L)
     uv_timer_stop(&L->tick);
     uv_timer_start(&L->tick, on_watchdog, 15000, 0);
     uv_unref((uv_handle_t *)&L->tick);
+    L->servers_up = L->mserver ? 2 : 1;
     rpc_server_shutdown(L->server, on_server_done, L);
+    if (L->mserver)
+        rpc_server_shutdown(L->mserver, on_server_done, L);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -1261,7 +1283,7 @@ static void on_signal(uv_signal_t *h, int signum)
 
 /* ---- main ------------------------------------------------------------------------------------- */
 
-enum { O_LISTEN = 2000, O_TOKEN, O_CERT, O_KEY, O_STALE, O_BUFFER, O_TTL, O_HB, O_PFILE };
+enum { O_LISTEN = 2000, O_TOKEN, O_CERT, O_KEY, O_STALE, O_BUFFER, O_TTL, O_HB, O_PFILE, O_MON };
 
 int main(int argc, char **argv)
 {
@@ -1270,7 +1292,7 @@ int main(int argc, char **argv)
         {"listen", 1, 0, O_LISTEN}, {"token", 1, 0, O_TOKEN}, {"tls-cert", 1, 0, O_CERT},
         {"tls-key", 1, 0, O_KEY}, {"max-staleness", 1, 0, O_STALE}, {"buffer", 1, 0, O_BUFFER},
         {"lease-ttl-ms", 1, 0, O_TTL}, {"heartbeat-ms", 1, 0, O_HB},
-        {"prompts-file", 1, 0, O_PFILE},
+        {"prompts-file", 1, 0, O_PFILE}, {"monitor-listen", 1, 0, O_MON},
         {"out", 1, 0, 'o'}, {"task", 1, 0, 'k'}, {"digits", 1, 0, 'd'}, {"seed", 1, 0, 's'},
         {"resume", 0, 0, 'r'}, {"sft-steps", 1, 0, 'S'}, {"sft-demos", 1, 0, 'D'},
         {"rl-steps", 1, 0, 'R'}, {"prompts", 1, 0, 'P'}, {"group-size", 1, 0, 'G'},
@@ -1282,11 +1304,12 @@ int main(int argc, char **argv)
     snprintf(c.out_dir, sizeof c.out_dir, "runs/cluster");
     const char *listen = "0.0.0.0:50051", *token = getenv("COHORT_TOKEN"), *cert = NULL,
                *key = NULL;
-    const char *prompts_file = NULL;
+    const char *prompts_file = NULL, *monitor_listen = NULL;
     int resume = 0, threads = 1, staleness = 2, buffer = 0, ttl = 30000, hb = 1000, opt;
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (opt) {
         case O_LISTEN: listen = optarg; break;
+        case O_MON: monitor_listen = optarg; break;
         case O_TOKEN: token = optarg; break;
         case O_CERT: cert = optarg; break;
         case O_KEY: key = optarg; break;
@@ -1318,6 +1341,8 @@ int main(int argc, char **argv)
                    "  [--tls-cert PEM --tls-key PEM] [--max-staleness N] [--buffer GROUPS]\n"
                    "  [--lease-ttl-ms MS] [--heartbeat-ms MS] [--threads N] [--init DIR]\n"
                    "  [--resume-if-present]  resume when OUT has a checkpoint (containers)\n"
+                   "  [--monitor-listen HOST:PORT]  also serve Monitor (only) on this port,\n"
+                   "      the one to publish to operators; --listen keeps serving both\n"
                    "  [--prompts-file FILE.jsonl]  RL prompts from {\"prompt\", \"task\",\n"
                    "      \"answer\"?, \"metadata\"?} lines, passed untouched to the verifiers\n"
                    "  training: --task --digits --seed --sft-steps --sft-demos --rl-steps\n"
@@ -1424,6 +1449,21 @@ int main(int argc, char **argv)
         goto fail_rpc;
     rpc_health_set(L.server, "cohort.v1.Learner", 1);
     rpc_health_set(L.server, "cohort.v1.Monitor", 1);
+    if (monitor_listen) {
+        sc.listen_address = monitor_listen;
+        sc.max_receive_bytes = 1 << 20;
+        if (rpc_server_create(L.loop, &sc, &L.mserver, &err))
+            goto fail_rpc;
+        for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
+            if (strncmp(methods[i].name, "/cohort.v1.Monitor/", 19) == 0 &&
+                rpc_server_add_method(L.mserver, methods[i].name, methods[i].kind,
+                                      methods[i].cb, &L, &err))
+                goto fail_rpc;
+        if (rpc_health_register(L.mserver, &err) || rpc_server_start(L.mserver, &err))
+            goto fail_rpc;
+        rpc_health_set(L.mserver, "cohort.v1.Monitor", 1);
+        printf("cohort-learner: Monitor also on port %d\n", rpc_server_port(L.mserver));
+    }
     printf("cohort-learner: serving on port %d; RL from step %ld, waiting for actors\n",
            rpc_server_port(L.server), trainer_current_step(L.tr));
     fflush(stdout);
@@ -1440,8 +1480,17 @@ int main(int argc, char **argv)
     goto out_rpc;
 fail_rpc:
     fprintf(stderr, "cohort-learner: %s\n", err.msg);
+    /* a server already started (e.g. --monitor-listen could not bind): stop it in order */
+    L.servers_up = 0;
+    if (L.server && rpc_server_shutdown(L.server, on_failed_server_done, &L) == 0)
+        L.servers_up++;
+    if (L.mserver && rpc_server_shutdown(L.mserver, on_failed_server_done, &L) == 0)
+        L.servers_up++;
+    if (L.servers_up)
+        uv_run(L.loop, UV_RUN_DEFAULT);
 out_rpc:
     rpc_server_destroy(L.server);
+    rpc_server_destroy(L.mserver);
     while (L.watchers) {
         watcher *w = L.watchers;
         L.watchers = w->next;
