@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds the optimised tree and an
 # AddressSanitizer + UBSan tree, runs every CMocka suite and script test in both (the long
-# learning runs, label "slow", only in the optimised build).
+# learning runs, label "slow", only in the optimised build), then the docker-compose drill
+# (tests/compose_drill.sh: whenever a Docker engine answers; COHORT_SKIP_DOCKER=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
@@ -19,4 +20,6 @@ echo "== tests (Release) =="
 echo "== tests (ASan + UBSan, without the slow learning runs) =="
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest --output-on-failure -j"$JOBS" -LE slow)
+echo "== compose drill (Docker engine; skipped when none answers) =="
+bash tests/compose_drill.sh build
 echo "== all tests passed =="
