@@ -16,15 +16,9 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 cd "$ROOT"
 
-if [ "${COHORT_SKIP_DOCKER:-0}" = 1 ]; then
-    echo "SKIP: compose drill: COHORT_SKIP_DOCKER=1"; exit 0
-fi
-if ! command -v docker >/dev/null; then
-    echo "SKIP: compose drill: no docker command here (install Docker Engine to run it)"; exit 0
-fi
-if ! why=$(timeout 30 docker version 2>&1 >/dev/null); then
-    echo "SKIP: compose drill: no Docker engine answers ($(tail -1 <<<"$why"))"; exit 0
-fi
+DRILL="compose drill"
+source "$ROOT/tests/drill_lib.sh"
+drill_engine
 if docker compose version >/dev/null 2>&1; then
     DC=(docker compose)
 else
@@ -37,45 +31,17 @@ fi
 [ -x "$BUILD/cohortctl" ] || { echo "FAIL: $BUILD/cohortctl missing (build first)"; exit 1; }
 
 P=cohortdrill
-T0=$(date +%s)
-el() { echo "$(( $(date +%s) - T0 ))s"; }
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export COHORT_SFT_STEPS=${COHORT_SFT_STEPS:-100} COHORT_RL_STEPS=${COHORT_RL_STEPS:-100000}
 export COHORT_MONITOR_PORT=${COHORT_MONITOR_PORT:-$(free_port)}
 export COHORT_TOKEN=${COHORT_TOKEN:-drill-$RANDOM$RANDOM}
 dc() { "${DC[@]}" -p "$P" "$@"; }
 CTL=("$BUILD/cohortctl" --learner "127.0.0.1:$COHORT_MONITOR_PORT" --token "$COHORT_TOKEN")
 
-fail() {
-    echo "FAIL: compose drill: $* (at $(el))" >&2
-    dc ps >&2 2>&1 || true
-    dc logs --tail=25 >&2 2>&1 || true
-    exit 1
-}
+drill_dump() { dc ps; dc logs --tail=25; }
 cleanup() { dc down -v --remove-orphans >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 cleanup   # a project left over by an interrupted run
 
-# ---- status, read from outside through the published Monitor port -------------------------
-# snap: one cohortctl status call; sets STEP ACTORS UPTIME AGAIN EXPIRED RETURNED DEAD
-snap() {
-    local out
-    out=$("${CTL[@]}" status 2>/dev/null) || return 1
-    STEP=$(sed -n 's/^step \([0-9]*\)\/.*/\1/p' <<<"$out")
-    ACTORS=$(sed -n 's/^actors \([0-9]*\) .*/\1/p' <<<"$out")
-    UPTIME=$(sed -n 's/.* uptime \([0-9]*\) s .*/\1/p' <<<"$out")
-    read -r AGAIN EXPIRED RETURNED DEAD < <(sed -n 's/^leases issued [0-9]* (again \([0-9]*\))  completed [0-9]*  expired \([0-9]*\)  returned \([0-9]*\)  of dead actors \([0-9]*\).*/\1 \2 \3 \4/p' <<<"$out")
-    [ -n "$STEP" ] && [ -n "$ACTORS" ] && [ -n "${DEAD:-}" ]
-}
-# until SECONDS WHAT CONDITION: poll snap + CONDITION (a bash expression) every second
-until_ok() {
-    local t=$1 what=$2 cond=$3
-    for _ in $(seq "$t"); do
-        if snap && eval "$cond"; then return 0; fi
-        sleep 1
-    done
-    fail "$what: not within $t s (step ${STEP:-?}, actors ${ACTORS:-?})"
-}
 running_actors() { docker ps --filter "label=com.docker.compose.project=$P" \
     --filter "label=com.docker.compose.service=actor" --format '{{.ID}}' | wc -l; }
 
@@ -102,7 +68,7 @@ echo "runtime image: the binaries, no compiler, no build tree, no headers ($(el)
 echo "== compose drill: up with 3 actors ($(el)) =="
 dc up -d --scale actor=3 2>&1 | grep -v -e DEPRECATED -e '^ *$' | sed 's/^/  /' || true
 for _ in $(seq 300); do
-    h=$(docker inspect --format '{{.State.Health.Status}}' "$(dc ps -q learner)" 2>/dev/null || true)
+    h=$(docker inspect --format '{{.State.Health.Status}}' "$(dc ps -q learner 2>/dev/null)" 2>/dev/null || true)
     [ "$h" = healthy ] && break
     sleep 1
 done
@@ -123,7 +89,7 @@ S=$STEP; D0=$((DEAD + EXPIRED)); A0=$AGAIN
 # holds (ListWorkers names actors by container hostname = short id), kill it or thaw it
 victim= held=0
 for _ in $(seq 40); do
-    for id in $(dc ps -q actor); do
+    for id in $(dc ps -q actor 2>/dev/null); do
         docker pause "$id" >/dev/null 2>&1 || continue
         held=$("${CTL[@]}" workers 2>/dev/null | awk -v n="${id:0:12}" '$2 == n {print $7}')
         if [ "${held:-0}" -gt 0 ]; then victim=$id; break 2; fi
@@ -145,10 +111,13 @@ S=$STEP
 dc restart learner >/dev/null 2>&1 || fail "restart learner"
 until_ok 120 "the learner back (new process)" '[ "$UPTIME" -lt 60 ] && [ "$STEP" -ge "$S" ]'
 R=$STEP
-dc logs learner 2>&1 | grep -q "resuming from /data/run/checkpoints/latest" \
+LOGS=$(dc logs learner 2>&1 || true)   # (not grep -q on a pipe: SIGPIPE under pipefail)
+grep -q "resuming from /data/run/checkpoints/latest" <<<"$LOGS" \
     || fail "the restarted learner did not resume from its volume"
+FROM=$(sed -n 's/.*RL from step \([0-9]*\).*/\1/p' <<<"$LOGS" | tail -1)
+[ "${FROM:-0}" -ge "$S" ] || fail "the learner stopped after step $S but resumed from step ${FROM:-?}"
 until_ok 120 "actors reconnected and training going on" '[ "$ACTORS" -ge 2 ] && [ "$STEP" -ge $((R + 10)) ]'
-echo "learner restarted at step $S: resumed from the volume at step $R; $ACTORS actors reconnected; step $STEP ($(el))"
+echo "learner restarted after step $S (SIGTERM: checkpoint): resumed from the volume at step $FROM; $ACTORS actors reconnected; step $STEP ($(el))"
 
 # ---- 5. scale 3 -> 1 -> 3 ---------------------------------------------------------------------
 echo "== compose drill: scale actors 3 -> 1 -> 3 ($(el)) =="

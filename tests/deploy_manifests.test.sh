@@ -29,7 +29,10 @@ s = c["services"]
 assert set(s) >= {"learner", "reward", "actor", "verifier"}, sorted(s)
 published = {n: v.get("ports") for n, v in s.items() if v.get("ports")}
 assert list(published) == ["learner"], f"published ports: {published}"
-assert len(published["learner"]) == 1 and published["learner"][0].endswith(":50050"), published
+lp = published["learner"]
+assert len(lp) == 1 and lp[0]["target"] == 50050 and lp[0]["mode"] == "host", published
+for n in ("learner", "reward", "verifier"):  # Swarm: no virtual IP in front of gRPC servers
+    assert s[n]["deploy"].get("endpoint_mode") == "dnsrr", f"{n}: endpoint_mode"
 assert "--monitor-listen 0.0.0.0:50050" in s["learner"]["command"], "50050 must be the Monitor-only port"
 for n in ("learner", "reward", "verifier"):
     hc = s[n].get("healthcheck", {}).get("test", [])

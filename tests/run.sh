@@ -2,7 +2,8 @@
 # The whole test suite: installs what is missing, builds the optimised tree and an
 # AddressSanitizer + UBSan tree, runs every CMocka suite and script test in both (the long
 # learning runs, label "slow", only in the optimised build), then the docker-compose drill
-# (tests/compose_drill.sh: whenever a Docker engine answers; COHORT_SKIP_DOCKER=1 skips it).
+# and the Swarm drill (tests/compose_drill.sh, tests/swarm_drill.sh: whenever a Docker engine
+# answers; COHORT_SKIP_DOCKER=1 skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
@@ -22,4 +23,6 @@ echo "== tests (ASan + UBSan, without the slow learning runs) =="
    ctest --output-on-failure -j"$JOBS" -LE slow)
 echo "== compose drill (Docker engine; skipped when none answers) =="
 bash tests/compose_drill.sh build
+echo "== swarm drill (the same compose file as a stack on a one-node swarm made for it) =="
+bash tests/swarm_drill.sh build
 echo "== all tests passed =="
