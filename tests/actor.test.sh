@@ -92,16 +92,15 @@ wait "$A1" 2>/dev/null || true
 S0=$(step)
 wait_for 20 step_at_least $((S0 + 5)) || fail "training stalled after SIGKILL of a1 (step $(step), was $S0)"
 echo "after SIGKILL of a1: learner advanced from step $S0 to $(step)"
-# a1's leases came back: dropped with the dead actor or expired, and issued again (Status)
+# the learner's lease counters (Monitor.Status, through cohortctl)
 lease_field() { # lease_field NAME: a counter of cohortctl status's "leases issued" line
     local out
     out=$("$BUILD/cohortctl" --learner "127.0.0.1:$LPORT" status 2>/dev/null) || { echo -1; return; }
     sed -n 's/.*leases issued [0-9]* (again \([0-9]*\)).*completed [0-9]*  expired \([0-9]*\)  returned \([0-9]*\)  of dead actors \([0-9]*\).*/again=\1 expired=\2 returned=\3 dead=\4/p' <<<"$out" \
         | tr ' ' '\n' | sed -n "s/^$1=//p"
 }
-a1_back() { [ $(( $(lease_field expired) + $(lease_field dead) )) -ge 1 ] && [ "$(lease_field again)" -ge 1 ]; }
-wait_for 10 a1_back || fail "a1's leases did not come back (status: $("$BUILD/cohortctl" --learner "127.0.0.1:$LPORT" status 2>&1 | sed -n 3p))"
-echo "a1's leases: $(lease_field dead) of a dead actor, $(lease_field expired) expired, $(lease_field again) issued again"
+# (whether a1 held a lease at the kill is chance; the compose drill kills an actor that does)
+echo "after SIGKILL of a1: $(lease_field dead) lease(s) of a dead actor, $(lease_field expired) expired, $(lease_field again) issued again"
 
 # make a2 hold a lease: with the reward service gone, its Score call retries
 kill -TERM "$RPID"
