@@ -31,11 +31,8 @@ fi
 [ -x "$BUILD/cohortctl" ] || { echo "FAIL: $BUILD/cohortctl missing (build first)"; exit 1; }
 
 P=cohortdrill
-export COHORT_SFT_STEPS=${COHORT_SFT_STEPS:-100} COHORT_RL_STEPS=${COHORT_RL_STEPS:-100000}
-export COHORT_MONITOR_PORT=${COHORT_MONITOR_PORT:-$(free_port)}
-export COHORT_TOKEN=${COHORT_TOKEN:-drill-$RANDOM$RANDOM}
 dc() { "${DC[@]}" -p "$P" "$@"; }
-CTL=("$BUILD/cohortctl" --learner "127.0.0.1:$COHORT_MONITOR_PORT" --token "$COHORT_TOKEN")
+drill_settings   # COHORT_* settings of the run, and CTL
 
 drill_dump() { dc ps; dc logs --tail=25; }
 cleanup() { dc down -v --remove-orphans >/dev/null 2>&1 || true; }

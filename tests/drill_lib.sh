@@ -26,6 +26,15 @@ drill_engine() {
     fi
 }
 
+# drill_settings: the run's settings for the compose file (a short SFT, an RL run that does
+# not end during the drill, a free host port, a token) and CTL, cohortctl against that port
+drill_settings() {
+    export COHORT_SFT_STEPS=${COHORT_SFT_STEPS:-100} COHORT_RL_STEPS=${COHORT_RL_STEPS:-100000}
+    export COHORT_MONITOR_PORT=${COHORT_MONITOR_PORT:-$(free_port)}
+    export COHORT_TOKEN=${COHORT_TOKEN:-drill-$RANDOM$RANDOM}
+    CTL=("$BUILD/cohortctl" --learner "127.0.0.1:$COHORT_MONITOR_PORT" --token "$COHORT_TOKEN")
+}
+
 # snap: one `cohortctl status` through the published port; sets STEP ACTORS UPTIME AGAIN
 # EXPIRED RETURNED DEAD; fails when the learner does not answer
 snap() {
