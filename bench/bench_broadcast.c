@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "cli.h"
 #include "cohort/v1/learner.pb-c.h"
 #include "model.h"
 #include "rpc.h"
@@ -230,12 +231,20 @@ int main(int argc, char **argv)
     int mb = 64, reps = 3, opt;
     static const struct option opts[] = {{"mb", 1, 0, 'm'}, {"reps", 1, 0, 'r'}, {0, 0, 0, 0}};
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        coh_err err;
+        int bad = 0;
         if (opt == 'm')
-            mb = atoi(optarg);
+            bad = cli_parse_int("--mb", optarg, 1, 4096, &mb, &err);
         else if (opt == 'r')
-            reps = atoi(optarg);
-        else
+            bad = cli_parse_int("--reps", optarg, 1, 1000, &reps, &err);
+        else {
+            fprintf(stderr, "usage: bench_broadcast [--mb N] [--reps R]\n");
             return 2;
+        }
+        if (bad) {
+            fprintf(stderr, "bench_broadcast: %s\n", err.msg);
+            return 2;
+        }
     }
     /* a model of about mb MB: dim 512, layers as needed */
     model_config c = model_config_default(98);

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli.h"
 #include "linalg.h"
 #include "model.h"
 #include "optim.h"
@@ -211,9 +212,13 @@ int main(int argc, char **argv)
     int threads = 1, quick = 0, opt;
     static const struct option opts[] = {{"threads", 1, 0, 't'}, {"quick", 0, 0, 'q'}, {0, 0, 0, 0}};
     while ((opt = getopt_long(argc, argv, "t:q", opts, NULL)) != -1) {
-        if (opt == 't')
-            threads = atoi(optarg);
-        else if (opt == 'q')
+        coh_err err;
+        if (opt == 't') {
+            if (cli_parse_int("--threads", optarg, 1, 256, &threads, &err)) {
+                fprintf(stderr, "bench_model: %s\n", err.msg);
+                return 2;
+            }
+        } else if (opt == 'q')
             quick = 1;
         else {
             fprintf(stderr, "usage: bench_model [--threads N] [--quick]\n");

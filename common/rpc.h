@@ -38,6 +38,16 @@
  *   RESOURCE_EXHAUSTED / OUT_OF_RANGE -> COH_ERANGE, UNIMPLEMENTED -> COH_EUNSUPPORTED,
  *   FAILED_PRECONDITION -> COH_ESTATE, everything else -> COH_EIO).
  *   When a function that takes a callback returns an error, the callback never runs.
+ *
+ * TYPED REASONS (the wire convention of proto/cohort/v1/common.proto)
+ *   A status code is coarse (FAILED_PRECONDITION covers an expired, a returned and a
+ *   completed lease), and message text is for people. A server that wants its clients to
+ *   act on WHY a call failed answers with rpc_call_fail_reason / rpc_call_finish_reason,
+ *   which add the trailing metadata "cohort-reason: <reason>", a short lower_snake token
+ *   (unknown_actor, lease_expired, lease_unknown, lease_completed, lease_returned,
+ *   stale_version, temperature_mismatch, invalid_group, buffer_full, ...). Clients read it
+ *   from rpc_status.reason ("" when the server sent none); any gRPC client can read the
+ *   same trailer (Python: call.trailing_metadata() / RpcError.trailing_metadata()).
  */
 #ifndef COHORT_RPC_H
 #define COHORT_RPC_H
@@ -67,11 +77,17 @@ void rpc_global_shutdown(void);
  * ------------------------------------------------------------------------------------- */
 
 #define RPC_STATUS_MSG_LEN 512
+#define RPC_REASON_LEN 48
+/* The trailing-metadata key that carries a typed reason (see TYPED REASONS above). */
+#define RPC_REASON_KEY "cohort-reason"
 
 /* The outcome of a client call as the peer (or the local gRPC stack) reported it. */
 typedef struct rpc_status {
     grpc_status_code code;             /* GRPC_STATUS_OK on success */
     char message[RPC_STATUS_MSG_LEN];  /* details text, "" if none; truncated if longer */
+    char reason[RPC_REASON_LEN];       /* trailing metadata "cohort-reason", "" if the
+                                        * server sent none (always "" for local failures);
+                                        * a longer value is truncated */
 } rpc_status;
 
 /* Canonical name of a gRPC status code ("DEADLINE_EXCEEDED"); never NULL. */
@@ -213,6 +229,12 @@ int rpc_call_reply_msg(rpc_call *c, const ProtobufCMessage *msg);
 /* Answer any call with a non-OK status and message (NULL = none). Releases the call.
  * Returns as rpc_call_reply; COH_EINVAL (nothing happens) if code is GRPC_STATUS_OK. */
 int rpc_call_fail(rpc_call *c, grpc_status_code code, const char *message);
+/* rpc_call_fail plus the trailing metadata "cohort-reason: <reason>" (TYPED REASONS above).
+ * reason is a lower_snake token: 1 to RPC_REASON_LEN - 1 characters of [a-z0-9_],
+ * starting with a letter; NULL or "" sends no reason (= rpc_call_fail). COH_EINVAL
+ * (nothing happens, the handle stays valid) for a reason that is not such a token. */
+int rpc_call_fail_reason(rpc_call *c, grpc_status_code code, const char *reason,
+                         const char *message);
 /* Server stream: send one message (copied). At most one send in flight: wait for
  * on_sent before the next one (COH_ESTATE otherwise). cb may be NULL. Returns 0 (cb will
  * run), COH_ESTATE (cancelled, answered, or a send in flight; cb will not run),
@@ -223,6 +245,12 @@ int rpc_call_send_msg(rpc_call *c, const ProtobufCMessage *msg, rpc_sent_cb cb, 
  * May be called while a send is in flight: it goes out after that send (its on_sent still
  * runs first). Releases the call. Returns as rpc_call_reply. */
 int rpc_call_finish(rpc_call *c, grpc_status_code code, const char *message);
+/* rpc_call_finish plus the trailing metadata "cohort-reason: <reason>", as
+ * rpc_call_fail_reason (for any call kind, like rpc_call_finish). */
+int rpc_call_finish_reason(rpc_call *c, grpc_status_code code, const char *reason,
+                           const char *message);
+/* 1 if reason is a valid reason token (see rpc_call_fail_reason), else 0. */
+int rpc_reason_valid(const char *reason);
 
 /* ---------------------------------------------------------------------------------------
  * Health (grpc.health.v1.Health: Check and Watch), loop thread

@@ -69,7 +69,21 @@ int rpc_status_to_err(const rpc_status *st, const char *what, coh_err *err)
                     st->message[0] ? ": " : "", st->message);
 }
 
-void rpc__status_set(rpc_status *st, grpc_status_code code, grpc_slice details)
+int rpc_reason_valid(const char *reason)
+{
+    if (!reason || !(reason[0] >= 'a' && reason[0] <= 'z'))
+        return 0;
+    size_t n = 0;
+    for (const char *p = reason; *p; p++, n++) {
+        char ch = *p;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_'))
+            return 0;
+    }
+    return n < RPC_REASON_LEN;
+}
+
+void rpc__status_set(rpc_status *st, grpc_status_code code, grpc_slice details,
+                     const grpc_metadata_array *trailers)
 {
     size_t n = GRPC_SLICE_LENGTH(details);
     if (n > sizeof st->message - 1)
@@ -78,6 +92,20 @@ void rpc__status_set(rpc_status *st, grpc_status_code code, grpc_slice details)
         memcpy(st->message, GRPC_SLICE_START_PTR(details), n);
     st->message[n] = '\0';
     st->code = code;
+    st->reason[0] = '\0';
+    for (size_t i = 0; trailers && i < trailers->count; i++) {
+        if (grpc_slice_str_cmp(trailers->metadata[i].key, RPC_REASON_KEY) != 0)
+            continue;
+        /* through a pointer: a short slice keeps its bytes inline */
+        const grpc_slice *v = &trailers->metadata[i].value;
+        size_t m = GRPC_SLICE_LENGTH(*v);
+        if (m > sizeof st->reason - 1)
+            m = sizeof st->reason - 1;
+        if (m)
+            memcpy(st->reason, GRPC_SLICE_START_PTR(*v), m);
+        st->reason[m] = '\0';
+        break;
+    }
 }
 
 void rpc__status_setf(rpc_status *st, grpc_status_code code, const char *fmt, ...)
@@ -87,6 +115,7 @@ void rpc__status_setf(rpc_status *st, grpc_status_code code, const char *fmt, ..
     vsnprintf(st->message, sizeof st->message, fmt, ap);
     va_end(ap);
     st->code = code;
+    st->reason[0] = '\0';
 }
 
 /* ---- messages ---- */

@@ -25,9 +25,11 @@ grpc_byte_buffer *rpc__buffer_from_msg(const ProtobufCMessage *msg);
 /* The contents of b as one contiguous slice (decompressed if needed); 0 or COH_EFORMAT.
  * The caller unrefs *out. */
 int rpc__buffer_read(grpc_byte_buffer *b, grpc_slice *out);
-/* Copy a status details slice into st->message (truncating) and set st->code. */
-void rpc__status_set(rpc_status *st, grpc_status_code code, grpc_slice details);
-/* printf into st. */
+/* Copy a status details slice into st->message (truncating), set st->code, and copy the
+ * "cohort-reason" entry of trailers (may be NULL) into st->reason ("" if none). */
+void rpc__status_set(rpc_status *st, grpc_status_code code, grpc_slice details,
+                     const grpc_metadata_array *trailers);
+/* printf into st (a local status: st->reason becomes ""). */
 void rpc__status_setf(rpc_status *st, grpc_status_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -26,10 +26,16 @@
  * may still answer a cancelled call, which starts a batch on the CQ); the CQ thread then
  * sees GRPC_QUEUE_SHUTDOWN, flags done and wakes the loop, which closes the async handle,
  * joins the thread, destroys the CQ and runs the done callback.
+ *
+ * ThreadSanitizer. gRPC's own synchronisation is invisible to TSan (Debian's libgrpc is not
+ * instrumented), so every tag is released (tsan.h) on the loop thread just before gRPC gets
+ * it and acquired on the CQ thread where grpc_completion_queue_next returns it; the FIFO
+ * hand-off to the loop is ordered by the bridge mutex (and annotated at uv_async_send too).
  */
 #include "fsutil.h"
 #include "rpc.h"
 #include "rpc_internal.h"
+#include "tsan.h"
 
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
@@ -127,6 +133,9 @@ struct rpc_call {
     grpc_byte_buffer *final_buf;
     grpc_status_code final_code;
     char *final_msg;
+    char final_reason[RPC_REASON_LEN]; /* "" = no cohort-reason trailer */
+    grpc_metadata trailer;             /* cohort-reason, while the final batch runs */
+    int has_trailer;
     grpc_slice req; /* request / current client-stream message */
     int has_req;
     unsigned accepted : 1, md_sent : 1, close_pending : 1, answered : 1, cancelled : 1,
@@ -169,6 +178,7 @@ static void *cq_thread_main(void *arg)
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         rpc_tag *t = ev.tag;
+        COH_TSAN_ACQUIRE(t); /* released where the tag went to gRPC */
         t->ok = ev.success;
         t->next = NULL;
         pthread_mutex_lock(&b->mu);
@@ -178,12 +188,14 @@ static void *cq_thread_main(void *arg)
             b->head = t;
         b->tail = t;
         pthread_mutex_unlock(&b->mu);
+        COH_TSAN_RELEASE(b);
         uv_async_send(&b->async);
     }
     /* Send under the lock: once the loop sees cq_done (under the same lock) this thread
      * never touches the handle again, so the loop may close it. */
     pthread_mutex_lock(&b->mu);
     b->cq_done = 1;
+    COH_TSAN_RELEASE(b);
     uv_async_send(&b->async);
     pthread_mutex_unlock(&b->mu);
     return NULL;
@@ -210,6 +222,7 @@ static void bridge_closed(uv_handle_t *h)
 static void on_async(uv_async_t *h)
 {
     bridge *b = h->data;
+    COH_TSAN_ACQUIRE(b); /* released by the CQ thread before uv_async_send */
     pthread_mutex_lock(&b->mu);
     rpc_tag *list = b->head;
     b->head = b->tail = NULL;
@@ -240,6 +253,7 @@ static int post_request(rpc_server *s, rpc_method *m)
     c->t_main.kind = TAG_NEW_CALL;
     c->t_close.kind = TAG_CLOSE;
     grpc_call_error e;
+    COH_TSAN_RELEASE(&c->t_main);
     if (m->handle) {
         e = grpc_server_request_registered_call(
             s->gs, m->handle, &c->call, &c->deadline, &c->md,
@@ -274,6 +288,8 @@ static void call_free(rpc_call *c)
         grpc_byte_buffer_destroy(c->final_buf);
     if (c->has_status_details)
         grpc_slice_unref(c->status_details);
+    if (c->has_trailer)
+        grpc_slice_unref(c->trailer.value);
     if (c->has_req)
         grpc_slice_unref(c->req);
     free(c->final_msg);
@@ -293,6 +309,7 @@ static void call_free(rpc_call *c)
 static int start_main(rpc_call *c, grpc_op *ops, size_t n, main_op what)
 {
     c->t_main.kind = TAG_MAIN;
+    COH_TSAN_RELEASE(&c->t_main);
     grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_main, NULL);
     if (e != GRPC_CALL_OK) {
         /* No tag will come for this batch; give up on the call. */
@@ -314,7 +331,8 @@ static int start_recv(rpc_call *c)
     return start_main(c, &op, 1, OP_RECV);
 }
 
-/* Send the stored answer (final_buf / final_code / final_msg) as the last batch. */
+/* Send the stored answer (final_buf / final_code / final_msg / final_reason) as the last
+ * batch. */
 static int start_final(rpc_call *c)
 {
     grpc_op ops[3];
@@ -337,6 +355,13 @@ static int start_final(rpc_call *c)
         c->has_status_details = 1;
         ops[n].data.send_status_from_server.status_details = &c->status_details;
     }
+    if (c->final_reason[0]) {
+        c->trailer.key = grpc_slice_from_static_string(RPC_REASON_KEY);
+        c->trailer.value = grpc_slice_from_copied_string(c->final_reason);
+        c->has_trailer = 1;
+        ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+        ops[n].data.send_status_from_server.trailing_metadata = &c->trailer;
+    }
     n++;
     c->send_buf = c->final_buf;
     c->final_buf = NULL;
@@ -346,8 +371,9 @@ static int start_final(rpc_call *c)
 }
 
 /* Record the handler's answer and send it now or after the batch in flight. Releases the
- * handle. Takes ownership of reply. */
-static int answer(rpc_call *c, grpc_status_code code, const char *msg, grpc_byte_buffer *reply)
+ * handle. Takes ownership of reply. reason: a valid token (checked by the caller) or NULL. */
+static int answer(rpc_call *c, grpc_status_code code, const char *reason, const char *msg,
+                  grpc_byte_buffer *reply)
 {
     c->answered = 1;
     c->owned = 0;
@@ -357,6 +383,7 @@ static int answer(rpc_call *c, grpc_status_code code, const char *msg, grpc_byte
         return COH_ESTATE;
     }
     c->final_code = code;
+    snprintf(c->final_reason, sizeof c->final_reason, "%s", reason ? reason : "");
     c->final_buf = reply;
     c->final_msg = (msg && msg[0]) ? strdup(msg) : NULL;
     if (c->op != OP_NONE) {
@@ -436,6 +463,7 @@ static void on_new_call(rpc_call *c, int ok)
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+    COH_TSAN_RELEASE(&c->t_close);
     grpc_call_error e = grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL);
     if (e == GRPC_CALL_OK)
         c->close_pending = 1;
@@ -447,14 +475,14 @@ static void on_new_call(rpc_call *c, int ok)
         const grpc_slice *m = &c->details.method;
         snprintf(msg, sizeof msg, "unknown method %.*s: this server does not implement it",
                  (int)GRPC_SLICE_LENGTH(*m), (const char *)GRPC_SLICE_START_PTR(*m));
-        answer(c, GRPC_STATUS_UNIMPLEMENTED, msg, NULL);
+        answer(c, GRPC_STATUS_UNIMPLEMENTED, NULL, msg, NULL);
         call_settle(c);
         return;
     }
     if (s->token && !c->method->is_public) {
         const char *why = auth_problem(s, c);
         if (why) {
-            answer(c, GRPC_STATUS_UNAUTHENTICATED, why, NULL);
+            answer(c, GRPC_STATUS_UNAUTHENTICATED, NULL, why, NULL);
             call_settle(c);
             return;
         }
@@ -466,7 +494,7 @@ static void on_new_call(rpc_call *c, int ok)
         return;
     }
     if (!c->recv_buf) {
-        answer(c, GRPC_STATUS_INTERNAL,
+        answer(c, GRPC_STATUS_INTERNAL, NULL,
                "request message missing (cancelled, or larger than the server accepts)", NULL);
         call_settle(c);
         return;
@@ -475,7 +503,7 @@ static void on_new_call(rpc_call *c, int ok)
     grpc_byte_buffer_destroy(c->recv_buf);
     c->recv_buf = NULL;
     if (rc != COH_OK) {
-        answer(c, GRPC_STATUS_INTERNAL, "could not read the request message", NULL);
+        answer(c, GRPC_STATUS_INTERNAL, NULL, "could not read the request message", NULL);
         call_settle(c);
         return;
     }
@@ -499,7 +527,7 @@ static void on_main_done(rpc_call *c, int ok)
             /* answered while the read was in flight: drop the message */
         } else if (b) {
             if (rpc__buffer_read(b, &c->req) != COH_OK) {
-                answer(c, GRPC_STATUS_INTERNAL, "could not read a request message", NULL);
+                answer(c, GRPC_STATUS_INTERNAL, NULL, "could not read a request message", NULL);
             } else {
                 c->has_req = 1;
                 invoke_handler(c, RPC_EV_MESSAGE);
@@ -538,6 +566,10 @@ static void on_main_done(rpc_call *c, int ok)
         if (c->has_status_details) {
             grpc_slice_unref(c->status_details);
             c->has_status_details = 0;
+        }
+        if (c->has_trailer) {
+            grpc_slice_unref(c->trailer.value);
+            c->has_trailer = 0;
         }
         break;
     case OP_NONE:
@@ -797,6 +829,7 @@ int rpc_server_shutdown(rpc_server *s, rpc_server_done_cb done, void *data)
     s->state = S_STOPPING;
     s->done = done;
     s->done_data = data;
+    COH_TSAN_RELEASE(&s->shutdown_tag);
     grpc_server_shutdown_and_notify(s->gs, s->cq, &s->shutdown_tag);
     grpc_server_cancel_all_calls(s->gs);
     return COH_OK;
@@ -993,7 +1026,7 @@ int rpc_call_reply(rpc_call *c, const uint8_t *bytes, size_t len)
     if (c->method->kind == RPC_SERVER_STREAM || (!bytes && len))
         return COH_EINVAL;
     grpc_byte_buffer *b = c->cancelled ? NULL : rpc__buffer_from_bytes(bytes, len);
-    return answered_return(c, answer(c, GRPC_STATUS_OK, NULL, b));
+    return answered_return(c, answer(c, GRPC_STATUS_OK, NULL, NULL, b));
 }
 
 int rpc_call_reply_msg(rpc_call *c, const ProtobufCMessage *msg)
@@ -1001,21 +1034,35 @@ int rpc_call_reply_msg(rpc_call *c, const ProtobufCMessage *msg)
     if (c->method->kind == RPC_SERVER_STREAM || !msg)
         return COH_EINVAL;
     grpc_byte_buffer *b = c->cancelled ? NULL : rpc__buffer_from_msg(msg);
-    return answered_return(c, answer(c, GRPC_STATUS_OK, NULL, b));
+    return answered_return(c, answer(c, GRPC_STATUS_OK, NULL, NULL, b));
 }
 
 int rpc_call_fail(rpc_call *c, grpc_status_code code, const char *message)
 {
-    if (code == GRPC_STATUS_OK)
+    return rpc_call_fail_reason(c, code, NULL, message);
+}
+
+int rpc_call_fail_reason(rpc_call *c, grpc_status_code code, const char *reason,
+                         const char *message)
+{
+    if (code == GRPC_STATUS_OK || (reason && reason[0] && !rpc_reason_valid(reason)))
         return COH_EINVAL;
-    return answered_return(c, answer(c, code, message, NULL));
+    return answered_return(c, answer(c, code, reason, message, NULL));
 }
 
 int rpc_call_finish(rpc_call *c, grpc_status_code code, const char *message)
 {
+    return rpc_call_finish_reason(c, code, NULL, message);
+}
+
+int rpc_call_finish_reason(rpc_call *c, grpc_status_code code, const char *reason,
+                           const char *message)
+{
     if (c->method->kind != RPC_SERVER_STREAM && code == GRPC_STATUS_OK)
         return COH_EINVAL; /* unary and client streams answer OK with rpc_call_reply */
-    return answered_return(c, answer(c, code, message, NULL));
+    if (reason && reason[0] && !rpc_reason_valid(reason))
+        return COH_EINVAL;
+    return answered_return(c, answer(c, code, reason, message, NULL));
 }
 
 static int send_buffer(rpc_call *c, grpc_byte_buffer *b, rpc_sent_cb cb, void *data)

@@ -53,6 +53,9 @@ typedef struct gbuf_completion {
 typedef struct gbuf_group {
     uint64_t prompt;                    /* data-cursor index of the prompt */
     uint64_t lease_id;                  /* the lease it was sampled under */
+    uint64_t actor;                     /* the actor that submitted it (kept, not checked) */
+    uint64_t seq;                       /* the learner's acceptance number, 0 = none (kept,
+                                         * not checked; see acklog.h) */
     const int *prompt_tokens;           /* [n_prompt], >= 1 token */
     int n_prompt;
     const gbuf_completion *completions; /* [n_completions] == group_size */

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "cohort/v1/monitor.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc.h"
@@ -175,21 +176,60 @@ static int cmd_checkpoint(rpc_channel *ch)
     return 0;
 }
 
+/* The keys `set` takes and their ranges: the same as the learner's flags (learner/trainopt.c)
+ * and trainer_set_hparam, checked here so that a typo never reaches a running learner. */
+static const struct set_key {
+    const char *key;
+    double lo, hi;
+    int lo_open;
+} SET_KEYS[] = {
+    {"lr", 0, 1, 1},          {"beta", 0, 100, 0},     {"temperature", 0, 10, 1},
+    {"entropy_coef", 0, 10, 0}, {"eps_low", 0, 10, 0}, {"eps_high", 0, 10, 0},
+};
+#define N_SET_KEYS (sizeof SET_KEYS / sizeof SET_KEYS[0])
+
+/* KEY=VALUE into key (malloc'd) and a checked value; prints the problem (exit status 2). */
+static int parse_setting(const char *kv, char **key, double *value)
+{
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv) {
+        fprintf(stderr, "cohortctl: set: '%s' is not KEY=VALUE (e.g. lr=3e-4)\n", kv);
+        return 2;
+    }
+    size_t kl = (size_t)(eq - kv);
+    for (size_t i = 0; i < N_SET_KEYS; i++) {
+        if (strlen(SET_KEYS[i].key) != kl || strncmp(SET_KEYS[i].key, kv, kl) != 0)
+            continue;
+        coh_err err;
+        if (cli_parse_double(SET_KEYS[i].key, eq + 1, SET_KEYS[i].lo, SET_KEYS[i].hi,
+                             SET_KEYS[i].lo_open, 0, value, &err)) {
+            fprintf(stderr, "cohortctl: set %s\n", err.msg);
+            return 2;
+        }
+        *key = strndup(kv, kl);
+        return *key ? 0 : 1;
+    }
+    fprintf(stderr, "cohortctl: set: unknown setting '%.*s'; the settings are lr, beta, "
+                    "temperature, entropy_coef, eps_low, eps_high\n",
+            (int)kl, kv);
+    return 2;
+}
+
 static int cmd_set(rpc_channel *ch, int n, char **kv)
 {
     Cohort__V1__Setting *s = calloc((size_t)n, sizeof *s);
     Cohort__V1__Setting **sp = calloc((size_t)n, sizeof *sp);
     char **keys = calloc((size_t)n, sizeof *keys);
     int rc = 1;
+    if (!s || !sp || !keys) {
+        fprintf(stderr, "cohortctl: set: out of memory\n");
+        goto out;
+    }
     for (int i = 0; i < n; i++) {
-        char *eq = strchr(kv[i], '=');
-        char *end = NULL;
-        double v = eq ? strtod(eq + 1, &end) : 0.0;
-        if (!eq || eq == kv[i] || !end || *end || end == eq + 1) {
-            fprintf(stderr, "cohortctl: set: '%s' is not KEY=NUMBER (e.g. lr=3e-4)\n", kv[i]);
+        double v = 0.0;
+        if ((rc = parse_setting(kv[i], &keys[i], &v)))
             goto out;
-        }
-        keys[i] = strndup(kv[i], (size_t)(eq - kv[i]));
+        rc = 1;
         cohort__v1__setting__init(&s[i]);
         s[i].key = keys[i];
         s[i].value = v;
@@ -210,7 +250,7 @@ static int cmd_set(rpc_channel *ch, int n, char **kv)
     rpc_msg_free(rep);
     rc = 0;
 out:
-    for (int i = 0; i < n; i++)
+    for (int i = 0; keys && i < n; i++)
         free(keys[i]);
     free(keys);
     free(s);
@@ -320,6 +360,18 @@ static int cmd_health(rpc_channel *ch, const char *service)
     return serving ? 0 : 1;
 }
 
+/* --from N: where `watch` starts (monitor.proto WatchMetricsRequest.from_step: 0 new steps
+ * only, N > 0 from step N, -K the last K held steps). */
+#define FROM_MAX 1000000000000L
+static int parse_from(const char *s, long *from)
+{
+    coh_err err;
+    if (cli_parse_long("--from", s, -FROM_MAX, FROM_MAX, from, &err) == COH_OK)
+        return 0;
+    fprintf(stderr, "cohortctl: %s\n", err.msg);
+    return 2;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: cohortctl [--learner HOST:PORT] [--token T] [--tls-ca PEM] COMMAND\n"
@@ -343,7 +395,10 @@ int main(int argc, char **argv)
         case 'l': target = optarg; break;
         case 't': token = optarg; break;
         case 'c': ca = optarg; break;
-        case 'f': from = atol(optarg); break;
+        case 'f':
+            if (parse_from(optarg, &from))
+                return 2;
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -362,9 +417,25 @@ int main(int argc, char **argv)
     }
     /* options may also follow the command (cohortctl watch --from 0) */
     optind++;
-    while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1)
-        if (opt == 'f')
-            from = atol(optarg);
+    while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        if (opt == 'f' && parse_from(optarg, &from))
+            return 2;
+        if (opt == '?' || opt == ':') {
+            usage(stderr);
+            return 2;
+        }
+    }
+    /* every value is checked before anything connects */
+    if (strcmp(cmd, "set") == 0) {
+        for (int i = optind; i < argc; i++) {
+            char *key = NULL;
+            double v;
+            int bad = parse_setting(argv[i], &key, &v);
+            free(key);
+            if (bad)
+                return bad;
+        }
+    }
     rpc_global_init();
     rpc_channel *ch = NULL;
     coh_err err;

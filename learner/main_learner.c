@@ -1,17 +1,28 @@
 /* main_learner.c - cohort-learner: the central learner service.
  *
- * Owns the policy (through the trainer), the prompt leases, the buffer of scored groups and
- * the published weight versions. Serves cohort.v1.Learner (actors), cohort.v1.Monitor
- * (operators) and grpc.health.v1.Health on one port (default 50051).
+ * Serves cohort.v1.Learner (actors), cohort.v1.Monitor (operators) and grpc.health.v1.Health
+ * on one port (default 50051), optionally Monitor alone on a second one (--monitor-listen)
+ * and the Prometheus page on a third (--metrics-listen). The rules live in modules, each
+ * with its own contract and tests: actors.h (registry), prompts.h (prompt source), lease.h
+ * (leases), admit.h (admission of submitted groups, typed verdicts), groupbuf.h (the buffer),
+ * acklog.h (accepted groups made durable before they are acknowledged), wpub.h (published
+ * versions), history.h (step records), resume.h (the place in the data, in checkpoints),
+ * trainer.h (the learning rule), trainopt.h (the one option table). This file wires them to
+ * gRPC: each handler decodes, asks a module, answers.
  *
- * Threads: every RPC handler runs on the libuv loop thread, which alone touches the lease
- * table, the group buffer, the actor table and the published snapshots. An update (the
- * trainer's step on a batch of groups, then the new weight snapshot) runs on the libuv
- * thread pool; while it runs the loop keeps leasing and buffering. At most one update runs.
+ * Threads. Every handler runs on the libuv loop thread, which alone touches the modules'
+ * state. Steps run on the libuv thread pool as jobs: a job owns the trainer while it runs
+ * (the loop thread never calls the trainer meanwhile: it answers from its own copies of the
+ * step, version and settings) and hands its results back to the loop thread in its done
+ * callback. At most one job runs. The warm start (SFT, RAFT) runs as such jobs too, so
+ * health, Monitor and registration answer while it runs; actors wait for the first version.
  *
- * Life of a run: the SFT (and RAFT) warm start runs first, in-process, before the server
- * opens; then the RL phase takes its groups from actors until rl_steps are done. SIGINT /
- * SIGTERM (or the end) writes a checkpoint and stops; --resume continues from it.
+ * Exactly once. An accepted group gets an acceptance number (seq), is appended to
+ * OUT/accepted.log and fsync'ed before the actor hears "accepted"; every checkpoint records
+ * the last seq its weights contain (cluster_state.json, with the prompt cursor and the
+ * unsettled prompts). A restarted learner (--resume) replays the log after that seq, so
+ * every acknowledged group is trained exactly once in the run's history; OUT/ledger.jsonl
+ * lists, per step, the (seq, lease) pairs it trained.
  */
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -26,105 +37,117 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "acklog.h"
+#include "actors.h"
+#include "admit.h"
+#include "cli.h"
 #include "cohort/v1/learner.pb-c.h"
 #include "cohort/v1/monitor.pb-c.h"
 #include "groupbuf.h"
+#include "history.h"
 #include "lease.h"
 #include "linalg.h"
+#include "prom.h"
+#include "prompts.h"
+#include "resume.h"
 #include "rpc.h"
 #include "tokenizer.h"
 #include "trainer.h"
+#include "trainopt.h"
+#include "tsan.h"
 #include "weights.h"
+#include "wpub.h"
 
 #define MAX_ACTORS 256
+#define HISTORY 1024
+#define MAX_PARKED 64
 #define CHUNK_DEFAULT (1u << 20)
 #define CHUNK_MIN (64u << 10)
 #define CHUNK_MAX (3u << 20)
 
-/* ---- state --------------------------------------------------------------------------- */
+/* ---- state ------------------------------------------------------------------------------ */
 
-typedef struct snap_ref {
-    wt_snapshot *snap;
-    int refs; /* the learner's own (while published) + one per download in flight */
-} snap_ref;
-
-typedef struct actor_rec {
-    uint64_t id;
-    char name[64], peer[64];
-    int threads;
-    uint64_t registered_ms, last_heartbeat_ms;
-    int64_t held_version, completions, accepted, rejected;
-    double tokens_per_s;
-} actor_rec;
-
-typedef struct watcher {
+typedef struct watcher { /* WatchVersions */
     rpc_call *call;
-    int sending;       /* a send is in flight */
-    int64_t sent;      /* last version sent */
+    int sending;
+    int64_t sent; /* last version sent */
     struct watcher *next;
 } watcher;
 
-#define HISTORY 1024
-
-typedef struct mwatcher {
+typedef struct mwatcher { /* WatchMetrics */
     rpc_call *call;
     int sending;
-    long next_step; /* next step to send */
+    long next_step;
     struct mwatcher *next;
 } mwatcher;
 
+typedef struct parked { /* a valid submission waiting for room in the buffer */
+    rpc_call *call;
+    Cohort__V1__SubmitGroupRequest *req;
+    struct parked *next;
+} parked;
+
+typedef enum { PH_WARMUP, PH_RL, PH_DONE } run_phase;
+
+/* One step on the thread pool. The worker reads and writes only the trainer and this job. */
+typedef struct job {
+    uv_work_t work;
+    struct learner *L;
+    int rl;               /* 1: an RL step on batch; 0: a warm-start step */
+    gbuf_group **batch;
+    int n;
+    long refused[TRAINER_DROP_N];
+    uint64_t seq_first, seq_last;
+    /* results */
+    int rc;
+    coh_err err;
+    trainer_metrics m;
+    wt_snapshot *snap;
+    int has_next, in_rl;
+} job;
+
 typedef struct learner {
     uv_loop_t *loop;
-    rpc_server *server;
-    rpc_server *mserver; /* --monitor-listen: a second port serving only Monitor (or NULL) */
-    int servers_up;      /* servers not yet through rpc_server_shutdown */
+    rpc_server *server, *mserver;
+    prom_server *prom;
+    int servers_up;
     trainer *tr;
-    trainer_config cfg; /* effective */
-    tokenizer *tok;
+    /* the loop thread's copies (never read from the trainer while a job runs) */
+    trainer_config cfg;
+    long step, total_steps;
+    int64_t version;
+    const char *phase_name;
+    run_phase phase;
     char *tok_json;
-    task *task;
-    /* --prompts-file: prompts from a user's JSON Lines file instead of the generator */
-    int n_file;
-    task_item *file_items;
-    char (*file_tasks)[64];
-    uint64_t rl_cursor; /* next RL prompt index (after the SFT demonstrations) */
+    const tokenizer *tok;
+    psrc *prompts;
     lease_table *leases;
     gbuf *buf;
     gbuf_config bcfg;
-    snap_ref *cur, *prev;
+    actors *actors;
+    wpub *pub;
+    mhist *hist;
+    alog *log;
+    FILE *ledger;
+    uint64_t next_seq;     /* acceptance number of the next accepted group */
+    uint64_t trained_seq;  /* last seq trained (in the trainer's weights) */
+    int resumed_state;     /* the cluster state came from a checkpoint */
     watcher *watchers;
-    actor_rec actors[MAX_ACTORS];
-    int n_actors;
-    int updating, paused, stopping, finished;
-    char pause_reason[128];
-    int heartbeat_ms, max_staleness;
-    uint64_t start_ms;
-    uv_timer_t tick;
-    uv_signal_t sigint, sigterm;
-    /* the update in flight */
-    uv_work_t work;
-    gbuf_group **batch;
-    int batch_n;
-    trainer_metrics last;
-    int have_last;
-    trainer_metrics hist[HISTORY]; /* ring: step s at hist[s % HISTORY] */
-    long hist_first, hist_end;     /* steps [hist_first, hist_end) are held */
     mwatcher *mwatchers;
-    long drops[6];         /* groups refused or unusable, by reason (see k_drop_names) */
-    double lat_sum;        /* reward latency reported by actors, since the last step */
-    long lat_n;
-    double last_latency;   /* mean of the groups behind the last step */
-    struct parked *parked; /* submissions waiting for buffer space, oldest first */
+    parked *parked;
     int n_parked;
-    wt_snapshot *new_snap;
-    int work_rc;
-    coh_err work_err;
+    job *running;
+    int paused, stopping, shut;
+    char pause_reason[128];
+    int heartbeat_ms, max_staleness, buffer_groups;
+    uint64_t start_ms;
+    uv_timer_t tick, linger;
+    uv_signal_t sigint, sigterm;
+    long refused[TRAINER_DROP_N];    /* since the last step */
+    long drops_total[TRAINER_DROP_N];/* since this process started */
+    double lat_sum, last_latency;
+    long lat_n;
 } learner;
-
-enum { DROP_STALE, DROP_ZERO_SIGNAL, DROP_REWARD_FAILED, DROP_INVALID, DROP_TEMPERATURE,
-       DROP_LEASE_EXPIRED, DROP_N };
-static const char *const k_drop_names[DROP_N] = {"stale", "zero_signal", "reward_failed",
-                                                 "invalid", "temperature", "lease_expired"};
 
 static uint64_t now_ms(void)
 {
@@ -142,25 +165,12 @@ static uint64_t random_u64(void)
     return x;
 }
 
-static int64_t cur_version(const learner *L) { return trainer_current_step(L->tr); }
+static void maybe_step(learner *L);
+static void shutdown_all(learner *L);
+static void finish_run(learner *L);
+static void publish_prom(learner *L);
 
-static actor_rec *find_actor(learner *L, uint64_t id)
-{
-    for (int i = 0; i < L->n_actors; i++)
-        if (L->actors[i].id == id)
-            return &L->actors[i];
-    return NULL;
-}
-
-static void snap_release(snap_ref *r)
-{
-    if (r && --r->refs == 0) {
-        wt_snapshot_destroy(r->snap);
-        free(r);
-    }
-}
-
-/* ---- messages ------------------------------------------------------------------------ */
+/* ---- messages ---------------------------------------------------------------------------- */
 
 static int32_t k_stop_tokens[1] = {TOK_EOS};
 
@@ -183,7 +193,15 @@ static void fill_manifest(const learner *L, const wt_snapshot *s, Cohort__V1__We
     m->tokenizer_json = L->tok_json ? L->tok_json : "";
 }
 
-/* ---- versions: watchers ------------------------------------------------------------------ */
+/* Answer a call that names an unknown actor. */
+static void fail_unknown_actor(rpc_call *call, uint64_t id)
+{
+    char msg[96];
+    snprintf(msg, sizeof msg, "unknown actor %016" PRIx64 ": register again", id);
+    rpc_call_fail_reason(call, GRPC_STATUS_NOT_FOUND, "unknown_actor", msg);
+}
+
+/* ---- versions: WatchVersions ------------------------------------------------------------- */
 
 static void watcher_send(learner *L, watcher *w);
 
@@ -193,7 +211,7 @@ static void on_watch_sent(rpc_call *call, int ok, void *data)
     for (watcher *w = L->watchers; w; w = w->next)
         if (w->call == call) {
             w->sending = 0;
-            if (ok && w->sent < cur_version(L) && L->cur)
+            if (ok)
                 watcher_send(L, w);
             return;
         }
@@ -201,14 +219,14 @@ static void on_watch_sent(rpc_call *call, int ok, void *data)
 
 static void watcher_send(learner *L, watcher *w)
 {
-    if (w->sending || !L->cur)
+    const wt_snapshot *s = wpub_current(L->pub);
+    if (w->sending || !s || w->sent >= wt_snapshot_version(s))
         return;
-    const wt_snapshot *s = L->cur->snap;
     Cohort__V1__VersionNotice n = COHORT__V1__VERSION_NOTICE__INIT;
     Cohort__V1__WeightManifest man;
     fill_manifest(L, s, &man);
     n.version = wt_snapshot_version(s);
-    n.step = wt_snapshot_version(s);
+    n.step = n.version;
     n.total_bytes = wt_snapshot_size(s);
     n.checksum = wt_snapshot_crc(s);
     n.format = "safetensors";
@@ -235,6 +253,20 @@ static void on_watch_versions(rpc_call *call, rpc_event ev, void *data)
 {
     (void)ev;
     learner *L = data;
+    Cohort__V1__WatchVersionsRequest *req = (Cohort__V1__WatchVersionsRequest *)
+        rpc_call_unpack_request(call, &cohort__v1__watch_versions_request__descriptor);
+    if (!req)
+        return;
+    uint64_t id = req->actor_id;
+    rpc_msg_free(&req->base);
+    if (id != 0 && actors_check(L->actors, id) != ACTORS_OK) {
+        fail_unknown_actor(call, id);
+        return;
+    }
+    if (L->phase == PH_DONE) {
+        rpc_call_finish(call, GRPC_STATUS_OK, "the run has finished");
+        return;
+    }
     watcher *w = calloc(1, sizeof *w);
     if (!w) {
         rpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "learner out of memory");
@@ -248,53 +280,50 @@ static void on_watch_versions(rpc_call *call, rpc_event ev, void *data)
     watcher_send(L, w);
 }
 
-static void publish(learner *L, wt_snapshot *s)
+static int publish(learner *L, wt_snapshot *s, coh_err *err)
 {
-    snap_ref *r = calloc(1, sizeof *r);
-    if (!r) {
-        wt_snapshot_destroy(s);
-        return;
-    }
-    r->snap = s;
-    r->refs = 1;
-    snap_release(L->prev);
-    L->prev = L->cur;
-    L->cur = r;
+    int rc = wpub_publish(L->pub, s, err);
+    if (rc)
+        return rc;
+    L->version = wpub_current_version(L->pub);
     for (watcher *w = L->watchers; w; w = w->next)
         watcher_send(L, w);
+    return COH_OK;
 }
 
-/* ---- weights download ---------------------------------------------------------------------- */
+/* ---- weights: DownloadWeights ------------------------------------------------------------ */
 
 typedef struct download {
     learner *L;
-    snap_ref *ref;
+    wpub_ref *ref;
     size_t offset;
     uint32_t chunk;
     int first;
 } download;
+
+static void download_end(rpc_call *call, download *d, grpc_status_code code, const char *msg)
+{
+    rpc_call_finish(call, code, msg);
+    wpub_release(d->ref);
+    free(d);
+}
 
 static void download_next(rpc_call *call, download *d);
 
 static void on_download_sent(rpc_call *call, int ok, void *data)
 {
     download *d = data;
-    if (!ok) {
-        rpc_call_finish(call, GRPC_STATUS_CANCELLED, "download cancelled");
-        snap_release(d->ref);
-        free(d);
-        return;
-    }
-    download_next(call, d);
+    if (!ok)
+        download_end(call, d, GRPC_STATUS_CANCELLED, "download cancelled");
+    else
+        download_next(call, d);
 }
 
 static void download_next(rpc_call *call, download *d)
 {
-    const wt_snapshot *s = d->ref->snap;
+    const wt_snapshot *s = wpub_ref_snapshot(d->ref);
     if (d->offset >= wt_snapshot_size(s) && !d->first) {
-        rpc_call_finish(call, GRPC_STATUS_OK, NULL);
-        snap_release(d->ref);
-        free(d);
+        download_end(call, d, GRPC_STATUS_OK, NULL);
         return;
     }
     const void *data;
@@ -302,9 +331,7 @@ static void download_next(rpc_call *call, download *d)
     uint32_t crc;
     coh_err err;
     if (wt_snapshot_chunk(s, d->offset, d->chunk, &data, &len, &crc, &err)) {
-        rpc_call_finish(call, GRPC_STATUS_OUT_OF_RANGE, err.msg);
-        snap_release(d->ref);
-        free(d);
+        download_end(call, d, GRPC_STATUS_OUT_OF_RANGE, err.msg);
         return;
     }
     Cohort__V1__WeightChunk c = COHORT__V1__WEIGHT_CHUNK__INIT;
@@ -322,13 +349,9 @@ static void download_next(rpc_call *call, download *d)
     }
     d->first = 0;
     d->offset += len;
-    if (rpc_call_send_msg(call, &c.base, on_download_sent, d) != COH_OK) {
-        /* the peer is gone: answer anyway, so that the call is released (a held call
-         * would keep the server's shutdown waiting) */
-        rpc_call_finish(call, GRPC_STATUS_CANCELLED, "download cancelled");
-        snap_release(d->ref);
-        free(d);
-    }
+    /* a peer already gone: answer anyway so that the call is released */
+    if (rpc_call_send_msg(call, &c.base, on_download_sent, d) != COH_OK)
+        download_end(call, d, GRPC_STATUS_CANCELLED, "download cancelled");
 }
 
 static void on_download(rpc_call *call, rpc_event ev, void *data)
@@ -339,47 +362,51 @@ static void on_download(rpc_call *call, rpc_event ev, void *data)
         call, &cohort__v1__download_request__descriptor);
     if (!req)
         return;
-    snap_ref *r = NULL;
-    if (L->cur && wt_snapshot_version(L->cur->snap) == req->version)
-        r = L->cur;
-    else if (L->prev && wt_snapshot_version(L->prev->snap) == req->version)
-        r = L->prev;
-    char msg[160];
-    if (!r) {
-        int64_t cv = L->cur ? wt_snapshot_version(L->cur->snap) : -1;
-        int future = req->version > cv;
-        snprintf(msg, sizeof msg, "version %" PRId64 " %s; the newest is %" PRId64,
-                 req->version, future ? "does not exist" : "is no longer kept", cv);
-        rpc_msg_free(&req->base);
-        rpc_call_finish(call, future ? GRPC_STATUS_NOT_FOUND : GRPC_STATUS_FAILED_PRECONDITION,
-                        msg);
+    int64_t version = req->version;
+    uint64_t offset = req->offset, id = req->actor_id;
+    uint32_t chunk = req->max_chunk_bytes ? req->max_chunk_bytes : CHUNK_DEFAULT;
+    rpc_msg_free(&req->base);
+    if (id != 0 && actors_check(L->actors, id) != ACTORS_OK) {
+        fail_unknown_actor(call, id);
         return;
     }
-    if (req->offset > wt_snapshot_size(r->snap)) {
+    if (version < 0) {
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "version must be >= 0");
+        return;
+    }
+    coh_err err;
+    wpub_ref *ref = NULL;
+    static const grpc_status_code codes[] = {
+        [WPUB_OK] = GRPC_STATUS_OK, [WPUB_FUTURE] = GRPC_STATUS_NOT_FOUND,
+        [WPUB_GONE] = GRPC_STATUS_FAILED_PRECONDITION, [WPUB_NONE] = GRPC_STATUS_UNAVAILABLE};
+    wpub_verdict v = wpub_acquire(L->pub, version, &ref, &err);
+    if (v != WPUB_OK) {
+        rpc_call_finish(call, codes[v], err.msg);
+        return;
+    }
+    char msg[160];
+    if (offset > wt_snapshot_size(wpub_ref_snapshot(ref))) {
         snprintf(msg, sizeof msg, "offset %" PRIu64 " is past the %zu bytes of version %" PRId64,
-                 req->offset, wt_snapshot_size(r->snap), req->version);
-        rpc_msg_free(&req->base);
+                 offset, wt_snapshot_size(wpub_ref_snapshot(ref)), version);
+        wpub_release(ref);
         rpc_call_finish(call, GRPC_STATUS_OUT_OF_RANGE, msg);
         return;
     }
     download *d = calloc(1, sizeof *d);
     if (!d) {
-        rpc_msg_free(&req->base);
+        wpub_release(ref);
         rpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "learner out of memory");
         return;
     }
-    uint32_t chunk = req->max_chunk_bytes ? req->max_chunk_bytes : CHUNK_DEFAULT;
     d->chunk = chunk < CHUNK_MIN ? CHUNK_MIN : chunk > CHUNK_MAX ? CHUNK_MAX : chunk;
     d->L = L;
-    d->ref = r;
-    r->refs++;
-    d->offset = req->offset;
+    d->ref = ref;
+    d->offset = offset;
     d->first = 1;
-    rpc_msg_free(&req->base);
     download_next(call, d);
 }
 
-/* ---- actors ------------------------------------------------------------------------------- */
+/* ---- actors: RegisterActor, Heartbeat ----------------------------------------------------- */
 
 static void on_register(rpc_call *call, rpc_event ev, void *data)
 {
@@ -389,32 +416,31 @@ static void on_register(rpc_call *call, rpc_event ev, void *data)
         call, &cohort__v1__register_request__descriptor);
     if (!req)
         return;
-    if (L->n_actors >= MAX_ACTORS) {
-        rpc_msg_free(&req->base);
-        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many actors registered");
+    uint64_t id = 0;
+    coh_err err;
+    actors_verdict v = actors_register(L->actors, req->name, rpc_call_peer(call), req->threads,
+                                       now_ms(), &id, &err);
+    rpc_msg_free(&req->base);
+    if (v != ACTORS_OK) {
+        rpc_call_fail(call, v == ACTORS_FULL ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                             : GRPC_STATUS_INVALID_ARGUMENT,
+                      err.msg);
         return;
     }
-    actor_rec *a = &L->actors[L->n_actors++];
-    memset(a, 0, sizeof *a);
-    a->id = random_u64();
-    snprintf(a->name, sizeof a->name, "%s", req->name[0] ? req->name : "actor");
-    snprintf(a->peer, sizeof a->peer, "%s", rpc_call_peer(call));
-    a->threads = req->threads;
-    a->registered_ms = a->last_heartbeat_ms = now_ms();
-    a->held_version = -1;
-    rpc_msg_free(&req->base);
+    actor_info a;
+    actors_get(L->actors, id, &a);
     Cohort__V1__RegisterReply rep = COHORT__V1__REGISTER_REPLY__INIT;
     Cohort__V1__SamplingParams sp;
     fill_sampling(L, &sp);
-    rep.actor_id = a->id;
+    rep.actor_id = id;
     rep.heartbeat_interval_ms = (uint32_t)L->heartbeat_ms;
     rep.lease_ttl_ms = (uint32_t)lease_ttl_ms(L->leases);
     rep.group_size = L->cfg.group_size;
     rep.sampling = &sp;
-    rep.current_version = cur_version(L);
+    rep.current_version = L->version < 0 ? 0 : L->version;
     rep.max_staleness = L->max_staleness;
-    fprintf(stderr, "cohort-learner: actor %s (%s) registered as %016" PRIx64 "\n", a->name,
-            a->peer, a->id);
+    fprintf(stderr, "cohort-learner: actor %s (%s) registered as %016" PRIx64 "%s\n", a.name,
+            a.peer, id, L->phase == PH_WARMUP ? " (warm start running: it waits)" : "");
     rpc_call_reply_msg(call, &rep.base);
 }
 
@@ -426,113 +452,38 @@ static void on_heartbeat(rpc_call *call, rpc_event ev, void *data)
         call, &cohort__v1__heartbeat_request__descriptor);
     if (!req)
         return;
-    actor_rec *a = find_actor(L, req->actor_id);
-    if (!a) {
-        rpc_msg_free(&req->base);
-        rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "unknown actor: register again");
+    coh_err err;
+    uint64_t id = req->actor_id;
+    actors_verdict v = actors_heartbeat(L->actors, id, req->held_version,
+                                        req->sampler_tokens_per_s, req->completions, now_ms(),
+                                        &err);
+    rpc_msg_free(&req->base);
+    if (v == ACTORS_UNKNOWN) {
+        fail_unknown_actor(call, id);
         return;
     }
-    a->last_heartbeat_ms = now_ms();
-    a->held_version = req->held_version;
-    a->tokens_per_s = req->sampler_tokens_per_s;
-    a->completions = req->completions;
-    lease_renew(L->leases, a->id, now_ms());
-    rpc_msg_free(&req->base);
+    if (v != ACTORS_OK) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, err.msg);
+        return;
+    }
+    lease_renew(L->leases, id, now_ms());
     Cohort__V1__HeartbeatReply rep = COHORT__V1__HEARTBEAT_REPLY__INIT;
     Cohort__V1__SamplingParams sp;
     fill_sampling(L, &sp);
-    rep.current_version = cur_version(L);
+    rep.current_version = L->version < 0 ? 0 : L->version;
     rep.paused = L->paused;
     rep.sampling = &sp;
     rep.max_staleness = L->max_staleness;
     rpc_call_reply_msg(call, &rep.base);
 }
 
-/* ---- leases -------------------------------------------------------------------------------- */
+/* ---- leases: LeasePrompts, ReturnLeases ---------------------------------------------------- */
 
 static int next_prompt(void *ctx, uint64_t *prompt, coh_err *err)
 {
     (void)err;
-    learner *L = ctx;
-    *prompt = L->rl_cursor++;
-    return 1; /* one prompt supplied (0 would mean: no more prompts) */
-}
-
-/* Prompt number idx: from the prompt file (cycled) or the built-in generator. */
-static const char *get_item(const learner *L, uint64_t idx, task_item *it)
-{
-    if (L->n_file > 0) {
-        *it = L->file_items[idx % (uint64_t)L->n_file];
-        return L->file_tasks[idx % (uint64_t)L->n_file];
-    }
-    task_train_item(L->task, idx, it);
-    return L->cfg.task;
-}
-
-/* Load a JSON Lines prompt file: {"prompt": "...", "task": "...", "answer": "...",
- * "metadata": {...}} per line (answer and metadata optional; metadata is passed on untouched
- * as JSON text). Errors name the line. */
-static int load_prompt_file(learner *L, const char *path, coh_err *err)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return coh_fail(err, COH_ENOTFOUND, "cannot open prompt file %s", path);
-    char *line = NULL;
-    size_t cap = 0;
-    int lineno = 0, rc = COH_OK, idbuf[TASK_TEXT_MAX], nid = 0;
-    while (rc == COH_OK && getline(&line, &cap, f) > 0) {
-        lineno++;
-        if (strspn(line, " \t\r\n") == strlen(line))
-            continue;
-        cJSON *o = cJSON_Parse(line);
-        const cJSON *pr = cJSON_GetObjectItemCaseSensitive(o, "prompt");
-        const cJSON *tk = cJSON_GetObjectItemCaseSensitive(o, "task");
-        const cJSON *an = cJSON_GetObjectItemCaseSensitive(o, "answer");
-        const cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
-        char *meta = md ? cJSON_PrintUnformatted(md) : NULL;
-        if (!cJSON_IsObject(o) || !cJSON_IsString(pr) || !cJSON_IsString(tk) ||
-            (an && !cJSON_IsString(an)))
-            rc = coh_fail(err, COH_EFORMAT,
-                          "%s line %d: need {\"prompt\": string, \"task\": string} with optional "
-                          "\"answer\" (string) and \"metadata\" (any JSON)",
-                          path, lineno);
-        else if (strlen(pr->valuestring) >= TASK_TEXT_MAX ||
-                 (an && strlen(an->valuestring) >= TASK_TEXT_MAX) ||
-                 (meta && strlen(meta) >= TASK_META_MAX) || strlen(tk->valuestring) >= 64)
-            rc = coh_fail(err, COH_ERANGE,
-                          "%s line %d: prompt and answer must be under %d characters, metadata "
-                          "under %d, task under 64",
-                          path, lineno, TASK_TEXT_MAX, TASK_META_MAX);
-        else if (tok_encode(L->tok, pr->valuestring, idbuf, TASK_TEXT_MAX, &nid, NULL) != COH_OK)
-            rc = coh_fail(err, COH_EINVAL, "%s line %d: the prompt has a character the tokenizer "
-                          "does not know", path, lineno);
-        if (rc == COH_OK) {
-            task_item *ni = realloc(L->file_items, (size_t)(L->n_file + 1) * sizeof *ni);
-            char(*nt)[64] = realloc(L->file_tasks, (size_t)(L->n_file + 1) * sizeof *nt);
-            if (ni)
-                L->file_items = ni;
-            if (nt)
-                L->file_tasks = nt;
-            if (!ni || !nt) {
-                rc = coh_fail(err, COH_ENOMEM, "out of memory reading %s", path);
-            } else {
-                task_item *it = &L->file_items[L->n_file];
-                memset(it, 0, sizeof *it);
-                snprintf(it->prompt, sizeof it->prompt, "%s", pr->valuestring);
-                snprintf(it->answer, sizeof it->answer, "%s", an ? an->valuestring : "");
-                snprintf(it->meta, sizeof it->meta, "%s", meta ? meta : "");
-                snprintf(L->file_tasks[L->n_file], 64, "%s", tk->valuestring);
-                L->n_file++;
-            }
-        }
-        free(meta);
-        cJSON_Delete(o);
-    }
-    free(line);
-    fclose(f);
-    if (rc == COH_OK && L->n_file == 0)
-        rc = coh_fail(err, COH_EFORMAT, "prompt file %s has no prompts", path);
-    return rc;
+    *prompt = psrc_next(((learner *)ctx)->prompts);
+    return 1;
 }
 
 static void on_lease(rpc_call *call, rpc_event ev, void *data)
@@ -546,8 +497,8 @@ static void on_lease(rpc_call *call, rpc_event ev, void *data)
     uint64_t actor = req->actor_id;
     int want = req->max_prompts;
     rpc_msg_free(&req->base);
-    if (!find_actor(L, actor)) {
-        rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "unknown actor: register again");
+    if (actors_check(L->actors, actor) != ACTORS_OK) {
+        fail_unknown_actor(call, actor);
         return;
     }
     if (want < 1 || want > 1024) {
@@ -555,24 +506,25 @@ static void on_lease(rpc_call *call, rpc_event ev, void *data)
         return;
     }
     Cohort__V1__LeaseReply rep = COHORT__V1__LEASE_REPLY__INIT;
-    rep.retry_after_ms = 200;
+    rep.retry_after_ms = L->phase == PH_WARMUP ? 1000 : 200;
     rep.paused = L->paused;
     /* keep at most one step's prompts beyond the buffer in flight */
     lease_stats ls;
     lease_get_stats(L->leases, &ls);
     int room = L->cfg.prompts_per_step * 2 - ls.outstanding - gbuf_count(L->buf);
-    if (L->paused || L->finished || L->stopping || room <= 0) {
+    if (L->phase != PH_RL || L->paused || L->stopping || room <= 0) {
         rpc_call_reply_msg(call, &rep.base);
         return;
     }
     if (want > room)
         want = room;
+    int cap = L->bcfg.max_seq;
     lease_grant *g = calloc((size_t)want, sizeof *g);
     Cohort__V1__Lease *ls_ = calloc((size_t)want, sizeof *ls_);
     Cohort__V1__Lease **lp = calloc((size_t)want, sizeof *lp);
     task_item *items = calloc((size_t)want, sizeof *items);
-    int32_t *toks = calloc((size_t)want * 256, sizeof *toks);
-    char (*ids)[24] = calloc((size_t)want, sizeof *ids);
+    int *toks = calloc((size_t)want * (size_t)cap, sizeof *toks);
+    char(*ids)[24] = calloc((size_t)want, sizeof *ids);
     coh_err err;
     int n = (g && ls_ && lp && items && toks && ids)
                 ? lease_issue(L->leases, actor, want, now_ms(), next_prompt, L, g, &err)
@@ -582,24 +534,23 @@ static void on_lease(rpc_call *call, rpc_event ev, void *data)
         n = 0;
     }
     for (int i = 0; i < n; i++) {
-        const char *task_name = get_item(L, g[i].prompt, &items[i]);
         Cohort__V1__Lease *l = &ls_[i];
         cohort__v1__lease__init(l);
         l->lease_id = g[i].lease_id;
         snprintf(ids[i], sizeof ids[i], "%" PRIu64, g[i].prompt);
         l->prompt_id = ids[i];
-        l->task = (char *)task_name;
+        l->task = (char *)psrc_item(L->prompts, g[i].prompt, &items[i]);
         l->prompt = items[i].prompt;
         l->answer = items[i].answer;
         l->metadata_json = items[i].meta;
-        int nt = 0;
-        int *tk = (int *)(toks + (size_t)i * 256);
-        tk[0] = TOK_BOS;
-        if (tok_encode(L->tok, items[i].prompt, tk + 1, 255, &nt, NULL) == COH_OK) {
-            l->prompt_tokens = toks + (size_t)i * 256;
-            l->n_prompt_tokens = (size_t)nt + 1;
+        int *tk = toks + (size_t)i * (size_t)cap;
+        int nt = psrc_tokens(L->prompts, g[i].prompt, tk, cap, NULL);
+        if (nt > 0) {
+            l->prompt_tokens = (int32_t *)tk;
+            l->n_prompt_tokens = (size_t)nt;
         }
-        l->expires_in_ms = (uint32_t)(g[i].deadline_ms - now_ms());
+        uint64_t now = now_ms();
+        l->expires_in_ms = g[i].deadline_ms > now ? (uint32_t)(g[i].deadline_ms - now) : 0;
         lp[i] = l;
     }
     rep.n_leases = (size_t)n;
@@ -622,15 +573,16 @@ static void on_return(rpc_call *call, rpc_event ev, void *data)
             call, &cohort__v1__return_leases_request__descriptor);
     if (!req)
         return;
-    if (!find_actor(L, req->actor_id)) {
+    uint64_t actor = req->actor_id;
+    if (actors_check(L->actors, actor) != ACTORS_OK) {
         rpc_msg_free(&req->base);
-        rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "unknown actor");
+        fail_unknown_actor(call, actor);
         return;
     }
     int returned = 0;
-    for (size_t i = 0; i < req->n_lease_ids; i++)
+    for (size_t i = 0; i < req->n_lease_ids && i < 4096; i++)
         if (req->lease_ids[i] != LEASE_ALL &&
-            lease_return(L->leases, req->actor_id, req->lease_ids[i], now_ms(), NULL) >= 0)
+            lease_return(L->leases, actor, req->lease_ids[i], now_ms(), NULL) >= 0)
             returned++;
     rpc_msg_free(&req->base);
     Cohort__V1__ReturnLeasesReply rep = COHORT__V1__RETURN_LEASES_REPLY__INIT;
@@ -638,20 +590,7 @@ static void on_return(rpc_call *call, rpc_event ev, void *data)
     rpc_call_reply_msg(call, &rep.base);
 }
 
-/* ---- submissions and updates ----------------------------------------------------------------- */
-
-static void maybe_update(learner *L);
-static void record_metrics(learner *L, const trainer_metrics *m);
-
-/* Backpressure: a valid group that finds the buffer full waits here (the call is held, not
- * answered) until an update makes room or the caller's deadline cancels it. */
-#define MAX_PARKED 64
-
-typedef struct parked {
-    rpc_call *call;
-    Cohort__V1__SubmitGroupRequest *req;
-    struct parked *next;
-} parked;
+/* ---- submissions: SubmitGroup -------------------------------------------------------------- */
 
 static int submit_process(learner *L, rpc_call *call, Cohort__V1__SubmitGroupRequest *req);
 
@@ -686,243 +625,500 @@ static void retry_parked(learner *L)
 static void on_submit(rpc_call *call, rpc_event ev, void *data)
 {
     (void)ev;
-    learner *L = data;
     Cohort__V1__SubmitGroupRequest *req =
         (Cohort__V1__SubmitGroupRequest *)rpc_call_unpack_request(
             call, &cohort__v1__submit_group_request__descriptor);
     if (req)
-        submit_process(L, call, req);
+        submit_process(data, call, req);
 }
 
-/* Validate and buffer one submission; answers the call, or parks it (returns 1) when the
- * buffer is full. Frees req unless parked. */
+/* admit.h's commit hook: the group is durable before anyone hears it was accepted. */
+static int commit_group(void *ctx, const gbuf_group *g, coh_err *err)
+{
+    learner *L = ctx;
+    return alog_append(L->log, g->seq, g->actor, g, err);
+}
+
+/* Decide on one submission and answer it, or hold it (returns 1) while the buffer is full.
+ * Frees req unless held. */
 static int submit_process(learner *L, rpc_call *call, Cohort__V1__SubmitGroupRequest *req)
 {
-    char msg[COH_ERR_MSG_LEN + 64];
     coh_err err;
     coh_err_clear(&err);
-    actor_rec *a = find_actor(L, req->actor_id);
-    lease_info info;
-    grpc_status_code code = GRPC_STATUS_OK;
-    int accepted = 1;
-    if (!a) {
-        code = GRPC_STATUS_NOT_FOUND;
-        snprintf(msg, sizeof msg, "unknown actor: register again");
-    } else if (lease_check(L->leases, req->lease_id, a->id, now_ms(), &info, &err) != COH_OK) {
-        code = err.code == COH_ESTATE && strstr(err.msg, "already completed")
-                   ? GRPC_STATUS_ALREADY_EXISTS
-               : err.code == COH_EINVAL ? GRPC_STATUS_INVALID_ARGUMENT
-                                        : GRPC_STATUS_NOT_FOUND;
-        snprintf(msg, sizeof msg, "%s", err.msg);
-        gbuf_note_drop(L->buf, GBUF_DROP_LEASE);
-    } else if (fabs(req->temperature - (double)L->cfg.loss.temperature) > 1e-6) {
-        code = GRPC_STATUS_FAILED_PRECONDITION;
-        snprintf(msg, sizeof msg, "group sampled at temperature %g, the learner's is %g",
-                 req->temperature, (double)L->cfg.loss.temperature);
-        lease_complete(L->leases, req->lease_id, a->id, now_ms(), NULL, NULL);
-    } else {
-        size_t n = req->n_completions;
-        gbuf_completion *cs = calloc(n ? n : 1, sizeof *cs);
-        int items_failed = 0;
-        for (size_t i = 0; cs && i < n; i++) {
-            const Cohort__V1__ScoredCompletion *sc = req->completions[i];
-            cs[i].tokens = (const int *)sc->completion_tokens;
-            cs[i].n_tokens = (int)sc->n_completion_tokens;
-            cs[i].logp = sc->behaviour_logprobs;
-            cs[i].n_logp = (int)sc->n_behaviour_logprobs;
-            cs[i].version = sc->policy_version < 0 ? UINT64_MAX : (uint64_t)sc->policy_version;
-            cs[i].reward = sc->status == COHORT__V1__ITEM_STATUS__ITEM_OK ? sc->reward : 0.0;
-            items_failed += sc->status != COHORT__V1__ITEM_STATUS__ITEM_OK;
-        }
-        task_item it;
-        get_item(L, info.prompt, &it);
-        int ptok[256], np = 0;
-        ptok[0] = TOK_BOS;
-        tok_encode(L->tok, it.prompt, ptok + 1, 255, &np, NULL);
-        gbuf_group g = {.prompt = info.prompt, .lease_id = req->lease_id, .prompt_tokens = ptok,
-                        .n_prompt = np + 1, .completions = cs, .n_completions = (int)n};
-        int rc = cs ? gbuf_validate(&L->bcfg, &g, (uint64_t)cur_version(L), &err) : COH_ENOMEM;
-        if (rc == COH_OK && items_failed) {
-            /* the reward service could not score some items: keep the group out */
-            lease_complete(L->leases, req->lease_id, a->id, now_ms(), NULL, NULL);
-            accepted = 0;
-            snprintf(msg, sizeof msg, "reward_failed: %d item(s) were not scored", items_failed);
-        } else if (rc == COH_OK) {
-            rc = gbuf_push(L->buf, &g, (uint64_t)cur_version(L), &err);
-            if (rc == COH_EFULL && L->n_parked < MAX_PARKED) {
-                parked *pk = calloc(1, sizeof *pk);
-                if (pk) {
-                    free(cs);
-                    pk->call = call;
-                    pk->req = req;
-                    parked **tail = &L->parked;
-                    while (*tail)
-                        tail = &(*tail)->next;
-                    *tail = pk;
-                    L->n_parked++;
-                    rpc_call_on_cancel(call, on_parked_cancel, L);
-                    return 1;
-                }
-                code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-                snprintf(msg, sizeof msg, "%s; retry later", err.msg);
-            } else if (rc == COH_EFULL) {
-                code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-                snprintf(msg, sizeof msg,
-                         "%.400s and %d submissions are already waiting; retry later with back-off",
-                         err.msg, L->n_parked);
-            } else if (rc) {
-                code = GRPC_STATUS_INTERNAL;
-                snprintf(msg, sizeof msg, "%s", err.msg);
-            } else {
-                lease_complete(L->leases, req->lease_id, a->id, now_ms(), NULL, NULL);
-                snprintf(msg, sizeof msg, "buffered");
-            }
-        } else if (rc == COH_ESTATE) {
-            code = GRPC_STATUS_FAILED_PRECONDITION;
-            snprintf(msg, sizeof msg, "%s", err.msg);
-            lease_complete(L->leases, req->lease_id, a->id, now_ms(), NULL, NULL);
-        } else {
-            code = GRPC_STATUS_INVALID_ARGUMENT;
-            snprintf(msg, sizeof msg, "%s", err.msg);
-        }
-        free(cs);
+    if (L->phase != PH_RL) {
+        rpc_msg_free(&req->base);
+        rpc_call_fail_reason(call, GRPC_STATUS_NOT_FOUND, "lease_unknown",
+                             "no lease is live: the learner is not in its RL phase");
+        return 0;
     }
-    if (a) {
-        if (code == GRPC_STATUS_OK && accepted)
-            a->accepted++;
-        else
-            a->rejected++;
+    size_t n = req->n_completions;
+    admit_item *items = calloc(n ? n : 1, sizeof *items);
+    if (!items) {
+        rpc_msg_free(&req->base);
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "learner out of memory; retry");
+        return 0;
     }
-    if (code == GRPC_STATUS_OK && accepted) {
+    for (size_t i = 0; i < n; i++) {
+        const Cohort__V1__ScoredCompletion *sc = req->completions[i];
+        items[i] = (admit_item){.tokens = sc->completion_tokens,
+                                .n_tokens = (int)sc->n_completion_tokens,
+                                .logp = sc->behaviour_logprobs,
+                                .n_logp = (int)sc->n_behaviour_logprobs,
+                                .version = sc->policy_version,
+                                .reward = sc->reward,
+                                .scored = sc->status == COHORT__V1__ITEM_STATUS__ITEM_OK};
+    }
+    admit_request ar = {.actor = req->actor_id, .lease_id = req->lease_id,
+                        .temperature = req->temperature, .n = (int)n, .items = items};
+    admit_env env = {.actors = L->actors, .leases = L->leases, .buf = L->buf, .bcfg = &L->bcfg,
+                     .prompts = L->prompts, .temperature = L->cfg.loss.temperature,
+                     .version = (uint64_t)(L->version < 0 ? 0 : L->version), .now_ms = now_ms(),
+                     .next_seq = L->next_seq, .commit = commit_group, .commit_ctx = L};
+    admit_verdict v = admit_submission(&env, &ar, NULL, &err);
+    free(items);
+    if (v == ADMIT_FULL && L->n_parked < MAX_PARKED) {
+        parked *pk = calloc(1, sizeof *pk);
+        if (pk) {
+            pk->call = call;
+            pk->req = req;
+            parked **tail = &L->parked;
+            while (*tail)
+                tail = &(*tail)->next;
+            *tail = pk;
+            L->n_parked++;
+            rpc_call_on_cancel(call, on_parked_cancel, L);
+            return 1;
+        }
+    }
+    int drop = admit_drop(v);
+    if (drop >= 0) {
+        L->refused[drop]++;
+        L->drops_total[drop]++;
+    }
+    if (v != ADMIT_LEASE_COMPLETED && v != ADMIT_FULL && v != ADMIT_INTERNAL)
+        actors_note_group(L->actors, req->actor_id, v == ADMIT_BUFFERED);
+    uint64_t seq = 0;
+    if (v == ADMIT_BUFFERED) {
+        seq = L->next_seq++;
         L->lat_sum += req->reward_latency_ms;
         L->lat_n++;
-    } else if (code == GRPC_STATUS_OK) {
-        L->drops[DROP_REWARD_FAILED]++;
-    } else if (code == GRPC_STATUS_FAILED_PRECONDITION) {
-        L->drops[strstr(msg, "temperature") ? DROP_TEMPERATURE : DROP_STALE]++;
-    } else if (code == GRPC_STATUS_INVALID_ARGUMENT) {
-        L->drops[DROP_INVALID]++;
-    } else if (code == GRPC_STATUS_NOT_FOUND && strstr(msg, "expired")) {
-        L->drops[DROP_LEASE_EXPIRED]++;
     }
     rpc_msg_free(&req->base);
-    if (code != GRPC_STATUS_OK) {
-        rpc_call_fail(call, code, msg);
+    int status = admit_status(v);
+    if (status != GRPC_STATUS_OK) {
+        char msg[COH_ERR_MSG_LEN + 96];
+        if (v == ADMIT_FULL)
+            snprintf(msg, sizeof msg,
+                     "%.400s and %d submissions are already waiting; retry later with back-off",
+                     err.msg, L->n_parked);
+        else
+            snprintf(msg, sizeof msg, "%s", err.msg);
+        rpc_call_fail_reason(call, (grpc_status_code)status, admit_reason(v), msg);
         return 0;
     }
     Cohort__V1__SubmitGroupReply rep = COHORT__V1__SUBMIT_GROUP_REPLY__INIT;
-    rep.accepted = accepted;
+    rep.accepted = v == ADMIT_BUFFERED;
     rep.buffered_groups = gbuf_count(L->buf);
     rep.buffer_capacity = gbuf_capacity(L->buf);
-    rep.message = msg;
+    rep.message = v == ADMIT_BUFFERED ? "buffered" : err.msg;
+    rep.group_seq = seq;
     rpc_call_reply_msg(call, &rep.base);
-    maybe_update(L);
+    maybe_step(L);
     return 0;
 }
 
-static void update_work(uv_work_t *w)
+/* ---- steps: jobs on the thread pool --------------------------------------------------------- */
+
+/* OUT/ledger.jsonl: the (seq, lease) pairs step `step` trains, written by the worker before
+ * the step (so before its checkpoint); a step redone after a restart writes its line again,
+ * and the last line of a step is the one that counts. Only jobs write it (one at a time). */
+static void write_ledger(learner *L, const job *j, long step)
 {
-    learner *L = w->data;
-    int n = L->batch_n, total = 0;
-    for (int i = 0; i < n; i++)
-        total += L->batch[i]->n_completions;
-    trainer_group *gs = calloc((size_t)n, sizeof *gs);
-    trainer_completion *cs = calloc((size_t)total, sizeof *cs);
-    L->work_rc = COH_ENOMEM;
-    if (gs && cs) {
-        int k = 0;
-        for (int i = 0; i < n; i++) {
-            const gbuf_group *g = L->batch[i];
-            gs[i] = (trainer_group){g->prompt_tokens, g->n_prompt, g->n_completions, cs + k};
-            for (int j = 0; j < g->n_completions; j++, k++)
-                cs[k] = (trainer_completion){g->completions[j].tokens, g->completions[j].n_tokens,
-                                             g->completions[j].logp, g->completions[j].reward,
-                                             (long)g->completions[j].version};
-        }
-        L->work_rc = trainer_step_groups(L->tr, gs, n, &L->last, &L->work_err);
-        if (!L->work_rc)
-            L->work_rc = wt_snapshot_make(trainer_policy(L->tr), trainer_current_step(L->tr),
-                                          &L->new_snap, &L->work_err);
-    }
-    free(gs);
-    free(cs);
+    if (!L->ledger || !j->rl)
+        return;
+    fprintf(L->ledger, "{\"step\": %ld, \"groups\": [", step);
+    for (int i = 0; i < j->n; i++)
+        fprintf(L->ledger, "%s[%" PRIu64 ", \"%016" PRIx64 "\"]", i ? ", " : "",
+                j->batch[i]->seq, j->batch[i]->lease_id);
+    fprintf(L->ledger, "]}\n");
+    fflush(L->ledger);
 }
 
-static void shutdown_all(learner *L);
-
-static void update_done(uv_work_t *w, int status)
+static void job_work(uv_work_t *w)
 {
-    learner *L = w->data;
-    L->updating = 0;
-    for (int i = 0; i < L->batch_n; i++)
-        gbuf_group_free(L->batch[i]);
-    free(L->batch);
-    L->batch = NULL;
-    if (status || L->work_rc) {
-        fprintf(stderr, "cohort-learner: update failed: %s\n", L->work_err.msg);
+    job *j = w->data;
+    COH_TSAN_ACQUIRE(j);
+    trainer *tr = j->L->tr;
+    coh_err_clear(&j->err);
+    if (!j->rl) {
+        j->rc = trainer_step(tr, &j->m, &j->err);
     } else {
-        L->have_last = 1;
-        const trainer_metrics *m = &L->last;
-        L->drops[DROP_ZERO_SIGNAL] += m->groups_dropped;
-        L->last_latency = L->lat_n ? L->lat_sum / (double)L->lat_n : 0.0;
-        L->lat_sum = 0;
-        L->lat_n = 0;
-        record_metrics(L, m);
-        gbuf_stats gs;
-        gbuf_get_stats(L->buf, &gs);
-        printf("step %5ld/%ld [rl  ] reward %.3f±%.3f kl %.4f clip %.3f entropy %.3f gnorm %.2f "
-               "| staleness %.2f | learn %6.0f tok/s | actors %d | buffer %d | dropped %ld%s%s\n",
-               m->step, trainer_total_steps(L->tr), m->reward_mean, m->reward_std, m->kl,
-               m->clip_frac, m->entropy, m->grad_norm, m->staleness_mean,
-               m->learner_tokens_per_s, L->n_actors, gs.count,
-               L->drops[0] + L->drops[1] + L->drops[2] + L->drops[3] + L->drops[4] + L->drops[5],
-               m->skipped ? " SKIPPED" : "",
-               m->eval_accuracy >= 0 ? "" : "");
-        if (m->eval_accuracy >= 0)
-            printf("step %5ld held-out accuracy %.1f%%\n", m->step, 100 * m->eval_accuracy);
-        fflush(stdout);
-        publish(L, L->new_snap);
-        L->new_snap = NULL;
+        int total = 0;
+        for (int i = 0; i < j->n; i++)
+            total += j->batch[i]->n_completions;
+        trainer_group *gs = calloc((size_t)j->n, sizeof *gs);
+        trainer_completion *cs = calloc((size_t)total, sizeof *cs);
+        j->rc = (gs && cs) ? COH_OK : coh_fail(&j->err, COH_ENOMEM, "out of memory");
+        for (int i = 0, k = 0; !j->rc && i < j->n; i++) {
+            const gbuf_group *g = j->batch[i];
+            gs[i] = (trainer_group){g->prompt_tokens, g->n_prompt, g->n_completions, cs + k};
+            for (int c = 0; c < g->n_completions; c++, k++)
+                cs[k] = (trainer_completion){g->completions[c].tokens,
+                                             g->completions[c].n_tokens,
+                                             g->completions[c].logp, g->completions[c].reward,
+                                             (long)g->completions[c].version};
+        }
+        if (!j->rc)
+            write_ledger(j->L, j, trainer_current_step(tr) + 1);
+        if (!j->rc)
+            j->rc = trainer_step_groups_ex(tr, gs, j->n, j->refused, j->seq_first, j->seq_last,
+                                           &j->m, &j->err);
+        free(gs);
+        free(cs);
     }
-    if (!trainer_has_next(L->tr)) {
-        L->finished = 1;
-        printf("training finished at step %ld\n", trainer_current_step(L->tr));
-        shutdown_all(L);
+    j->has_next = trainer_has_next(tr);
+    j->in_rl = trainer_in_rl(tr);
+    if (!j->rc && (j->rl || !j->has_next || j->in_rl))
+        j->rc = wt_snapshot_make(trainer_policy(tr), trainer_current_step(tr), &j->snap,
+                                 &j->err);
+    COH_TSAN_RELEASE(j);
+}
+
+static void record_step(learner *L, const trainer_metrics *m, double latency);
+static int enter_rl(learner *L, coh_err *err);
+static int set_checkpoint_state(learner *L, uint64_t consumed, coh_err *err);
+
+static void job_done(uv_work_t *w, int status)
+{
+    job *j = w->data;
+    COH_TSAN_ACQUIRE(j);
+    learner *L = j->L;
+    L->running = NULL;
+    if (status || j->rc) {
+        fprintf(stderr, "cohort-learner: step %ld failed: %s\n", L->step + 1,
+                status ? uv_strerror(status) : j->err.msg);
+        if (j->snap)
+            wt_snapshot_destroy(j->snap);
+    } else {
+        const trainer_metrics *m = &j->m;
+        L->step = m->step;
+        L->phase_name = m->phase;
+        if (j->rl) {
+            L->drops_total[TRAINER_DROP_ZERO_SIGNAL] += m->dropped_by_reason[TRAINER_DROP_ZERO_SIGNAL];
+            L->last_latency = L->lat_n ? L->lat_sum / (double)L->lat_n : 0.0;
+            L->lat_sum = 0;
+            L->lat_n = 0;
+            L->trained_seq = j->seq_last ? j->seq_last : L->trained_seq;
+        }
+        record_step(L, m, j->rl ? L->last_latency : 0.0);
+        coh_err err;
+        if (j->snap && publish(L, j->snap, &err))
+            fprintf(stderr, "cohort-learner: publishing version %ld failed: %s\n", m->step,
+                    err.msg);
+        /* the checkpoint just written holds every group up to seq_last: drop them */
+        if (j->rl && m->checkpointed && L->log && alog_compact(L->log, L->trained_seq, &err))
+            fprintf(stderr, "cohort-learner: compacting the accepted-group log failed "
+                            "(it keeps growing; replay stays exact): %s\n", err.msg);
+    }
+    for (int i = 0; i < j->n; i++)
+        gbuf_group_free(j->batch[i]);
+    free(j->batch);
+    int has_next = j->has_next, in_rl = j->in_rl, ok = !status && !j->rc;
+    free(j);
+    if (!has_next) {
+        finish_run(L);
         return;
     }
     if (L->stopping) {
         shutdown_all(L);
         return;
     }
-    maybe_update(L);
+    if (L->phase == PH_WARMUP && in_rl && ok) {
+        coh_err err;
+        if (enter_rl(L, &err)) {
+            fprintf(stderr, "cohort-learner: cannot start the RL phase: %s\n", err.msg);
+            L->stopping = 1;
+            shutdown_all(L);
+            return;
+        }
+    }
+    maybe_step(L);
 }
 
-static void maybe_update(learner *L)
+static void queue_job(learner *L, job *j)
 {
-    if (L->updating || L->stopping || L->finished || L->paused)
+    j->L = L;
+    j->work.data = j;
+    L->running = j;
+    COH_TSAN_RELEASE(j);
+    int rc = uv_queue_work(L->loop, &j->work, job_work, job_done);
+    if (rc) {
+        fprintf(stderr, "cohort-learner: cannot queue a step: %s\n", uv_strerror(rc));
+        L->running = NULL;
+        for (int i = 0; i < j->n; i++)
+            gbuf_group_free(j->batch[i]);
+        free(j->batch);
+        free(j);
+    }
+}
+
+/* Start the next step if one is due: a warm-start step, or an RL step on a full batch. */
+static void maybe_step(learner *L)
+{
+    if (L->running || L->stopping || L->phase == PH_DONE || L->paused)
         return;
-    if (gbuf_count(L->buf) < L->cfg.prompts_per_step)
+    job *j = calloc(1, sizeof *j);
+    if (!j)
         return;
-    L->batch = calloc((size_t)L->cfg.prompts_per_step, sizeof *L->batch);
-    if (!L->batch)
+    if (L->phase == PH_WARMUP) {
+        queue_job(L, j);
         return;
-    L->batch_n = gbuf_pop_batch(L->buf, L->cfg.prompts_per_step, (uint64_t)cur_version(L),
-                                L->batch);
-    L->updating = 1;
-    L->work.data = L;
-    coh_err_clear(&L->work_err);
-    uv_queue_work(L->loop, &L->work, update_work, update_done);
+    }
+    int P = L->cfg.prompts_per_step;
+    if (gbuf_count(L->buf) < P) {
+        free(j);
+        return;
+    }
+    j->batch = calloc((size_t)P, sizeof *j->batch);
+    if (!j->batch) {
+        free(j);
+        return;
+    }
+    j->rl = 1;
+    j->n = gbuf_pop_batch(L->buf, P, (uint64_t)L->version, j->batch);
+    if (j->n > 0) {
+        j->seq_first = j->batch[0]->seq;
+        j->seq_last = j->batch[j->n - 1]->seq;
+    }
+    memcpy(j->refused, L->refused, sizeof j->refused);
+    memset(L->refused, 0, sizeof L->refused);
+    coh_err err;
+    /* a checkpoint this step writes holds everything up to seq_last */
+    if (set_checkpoint_state(L, j->seq_last ? j->seq_last : L->trained_seq, &err))
+        fprintf(stderr, "cohort-learner: %s (the next checkpoint lacks the cluster state)\n",
+                err.msg);
+    queue_job(L, j);
     retry_parked(L); /* the pop made room */
+}
+
+/* ---- the place in the data: checkpoints and resume ------------------------------------------- */
+
+static int set_checkpoint_state(learner *L, uint64_t consumed, coh_err *err)
+{
+    int np = lease_pending(L->leases, NULL, 0);
+    rsm_state s = {.cursor = psrc_cursor(L->prompts), .consumed_seq = consumed,
+                   .next_seq = L->next_seq, .n_pending = np};
+    if (np > 0 && !(s.pending = malloc((size_t)np * sizeof *s.pending)))
+        return coh_fail(err, COH_ENOMEM, "out of memory saving the cluster state");
+    lease_pending(L->leases, s.pending, np);
+    char *text = NULL;
+    int rc = rsm_to_json(&s, &text, err);
+    free(s.pending);
+    if (!rc)
+        rc = trainer_set_checkpoint_file(L->tr, RSM_FILE, text, err);
+    free(text);
+    return rc;
+}
+
+/* A checkpoint now (loop thread, no job running), then the log drops what it holds. */
+static int checkpoint_now(learner *L, coh_err *err)
+{
+    int rc = L->phase == PH_WARMUP ? COH_OK : set_checkpoint_state(L, L->trained_seq, err);
+    if (!rc)
+        rc = trainer_checkpoint(L->tr, err);
+    if (!rc && L->log && L->phase != PH_WARMUP) {
+        coh_err e2;
+        if (alog_compact(L->log, L->trained_seq, &e2))
+            fprintf(stderr, "cohort-learner: compacting the accepted-group log failed: %s\n",
+                    e2.msg);
+    }
+    return rc;
+}
+
+typedef struct replay_ctx {
+    gbuf_group **groups;
+    uint64_t *prompts;
+    int n, cap;
+    int dup;
+} replay_ctx;
+
+static gbuf_group *group_copy(const gbuf_group *g)
+{
+    size_t ntok = (size_t)g->n_prompt, nlp = 0;
+    for (int i = 0; i < g->n_completions; i++) {
+        ntok += (size_t)g->completions[i].n_tokens;
+        nlp += (size_t)g->completions[i].n_tokens;
+    }
+    size_t sz = sizeof(gbuf_group) + (size_t)g->n_completions * sizeof(gbuf_completion) +
+                nlp * sizeof(float) + ntok * sizeof(int);
+    char *b = malloc(sz);
+    if (!b)
+        return NULL;
+    gbuf_group *o = (gbuf_group *)b;
+    *o = *g;
+    gbuf_completion *cs = (gbuf_completion *)(o + 1);
+    float *lp = (float *)(cs + g->n_completions);
+    int *tk = (int *)(lp + nlp);
+    memcpy(tk, g->prompt_tokens, (size_t)g->n_prompt * sizeof *tk);
+    o->prompt_tokens = tk;
+    tk += g->n_prompt;
+    for (int i = 0; i < g->n_completions; i++) {
+        cs[i] = g->completions[i];
+        memcpy(tk, g->completions[i].tokens, (size_t)cs[i].n_tokens * sizeof *tk);
+        memcpy(lp, g->completions[i].logp, (size_t)cs[i].n_tokens * sizeof *lp);
+        cs[i].tokens = tk;
+        cs[i].logp = lp;
+        tk += cs[i].n_tokens;
+        lp += cs[i].n_tokens;
+    }
+    o->completions = cs;
+    return o;
+}
+
+static int on_replay(void *ctx, uint64_t seq, uint64_t actor, const gbuf_group *g)
+{
+    replay_ctx *r = ctx;
+    for (int i = 0; i < r->n; i++)
+        if (r->groups[i]->lease_id == g->lease_id) { /* logged twice (see admit.h) */
+            r->dup++;
+            return 0;
+        }
+    if (r->n == r->cap) {
+        int nc = r->cap ? 2 * r->cap : 64;
+        gbuf_group **ng = realloc(r->groups, (size_t)nc * sizeof *ng);
+        if (ng)
+            r->groups = ng;
+        uint64_t *np = ng ? realloc(r->prompts, (size_t)nc * sizeof *np) : NULL;
+        if (np)
+            r->prompts = np;
+        if (!ng || !np)
+            return COH_ENOMEM;
+        r->cap = nc;
+    }
+    gbuf_group *c = group_copy(g);
+    if (!c)
+        return COH_ENOMEM;
+    c->seq = seq;
+    c->actor = actor;
+    r->groups[r->n] = c;
+    r->prompts[r->n++] = g->prompt;
+    return 0;
+}
+
+/* The RL phase starts (at once on a resume in RL, else after the warm start): the buffer,
+ * the accepted-group log and its replay, the place in the data, the first version. */
+static int enter_rl(learner *L, coh_err *err)
+{
+    char dir[1100], logpath[700];
+    snprintf(logpath, sizeof logpath, "%s/accepted.log", L->cfg.out_dir);
+    rsm_state st;
+    memset(&st, 0, sizeof st);
+    int have_state = 0, rc;
+    if (L->resumed_state && trainer_latest_checkpoint(L->tr, dir, sizeof dir, NULL) == COH_OK) {
+        rc = rsm_load(dir, &st, err);
+        if (rc && rc != COH_ENOTFOUND)
+            return rc;
+        have_state = rc == COH_OK;
+    }
+    if (!have_state) {
+        /* a fresh RL phase: RL prompts come after everything SFT could have used, and an old
+         * log in this folder belongs to an earlier run */
+        st.cursor = ((uint64_t)1 << 40) + (uint64_t)L->step * 100000u;
+        st.next_seq = 1;
+        if (unlink(logpath) != 0 && access(logpath, F_OK) == 0)
+            return coh_fail(err, COH_EIO, "cannot remove the old %s", logpath);
+    }
+    alog_open_report rep;
+    if ((rc = alog_open(logpath, &L->log, &rep, err)))
+        return coh_wrap(err, rc, "the accepted-group log");
+    if (rep.cut_bytes)
+        fprintf(stderr, "cohort-learner: %s: cut a torn tail of %" PRIu64 " bytes (%s)\n",
+                logpath, rep.cut_bytes, rep.cut_reason);
+    replay_ctx r = {0};
+    rc = alog_replay(L->log, st.consumed_seq, on_replay, &r, err);
+    if (rc == COH_ENOMEM)
+        coh_fail(err, rc, "out of memory replaying %s", logpath);
+    uint64_t *requeue = NULL, cursor = st.cursor;
+    int n_requeue = 0;
+    if (!rc)
+        rc = rsm_plan(&st, r.prompts, r.n, &requeue, &n_requeue, &cursor, err);
+    if (!rc) {
+        psrc_set_cursor(L->prompts, cursor);
+        if (n_requeue > 0)
+            rc = lease_requeue(L->leases, requeue, n_requeue, err);
+    }
+    L->next_seq = st.next_seq;
+    if (alog_last_seq(L->log) + 1 > L->next_seq)
+        L->next_seq = alog_last_seq(L->log) + 1;
+    L->trained_seq = st.consumed_seq;
+    const model_config *mc = model_get_config(trainer_policy(L->tr));
+    L->bcfg = (gbuf_config){.capacity = L->buffer_groups + r.n,
+                            .group_size = L->cfg.group_size,
+                            .vocab_size = mc->vocab_size,
+                            .max_seq = mc->max_seq,
+                            .max_new_tokens = L->cfg.sampling.max_new_tokens,
+                            .max_staleness = L->max_staleness};
+    if (!rc)
+        rc = gbuf_create(&L->bcfg, &L->buf, err);
+    /* replayed groups were checked when accepted; each is pushed at its own newest version */
+    for (int i = 0; !rc && i < r.n; i++) {
+        uint64_t v = 0;
+        for (int c = 0; c < r.groups[i]->n_completions; c++)
+            if (r.groups[i]->completions[c].version > v)
+                v = r.groups[i]->completions[c].version;
+        rc = gbuf_push(L->buf, r.groups[i], v, err);
+    }
+    if (!rc && (have_state || r.n))
+        printf("cohort-learner: resumed the RL data at step %ld: %d accepted group(s) replayed "
+               "from the log (%d duplicate), %d prompt(s) to issue again, next prompt %" PRIu64
+               "\n",
+               L->step, r.n, r.dup, n_requeue, cursor);
+    for (int i = 0; i < r.n; i++)
+        free(r.groups[i]);
+    free(r.groups);
+    free(r.prompts);
+    free(requeue);
+    rsm_free(&st);
+    if (rc)
+        return rc;
+    char lpath[700];
+    snprintf(lpath, sizeof lpath, "%s/ledger.jsonl", L->cfg.out_dir);
+    if (!(L->ledger = fopen(lpath, "a")))
+        return coh_fail(err, COH_EIO, "cannot open %s", lpath);
+    if (!wpub_current(L->pub)) {
+        wt_snapshot *first = NULL;
+        if ((rc = wt_snapshot_make(trainer_policy(L->tr), L->step, &first, err)) ||
+            (rc = publish(L, first, err)))
+            return rc;
+    }
+    L->phase = PH_RL;
+    L->phase_name = "rl";
+    if (!have_state) {
+        /* the first checkpoint of the RL phase, before any group is accepted: from now on a
+         * restart always finds the cluster state, and with it the log of this run */
+        if ((rc = checkpoint_now(L, err)))
+            return coh_wrap(err, rc, "the checkpoint that starts the RL phase");
+    }
+    printf("cohort-learner: RL from step %ld, version %" PRId64 " published; waiting for "
+           "actors\n",
+           L->step, L->version);
+    fflush(stdout);
+    return COH_OK;
 }
 
 /* ---- Monitor ---------------------------------------------------------------------------------- */
 
-static void fill_metrics(const trainer_metrics *t, Cohort__V1__StepMetrics *m)
+static void fill_metrics(const mhist_rec *r, Cohort__V1__StepMetrics *m,
+                         Cohort__V1__StepMetrics__GroupsDroppedByReasonEntry *ent,
+                         Cohort__V1__StepMetrics__GroupsDroppedByReasonEntry **entp)
 {
+    const trainer_metrics *t = &r->m;
     cohort__v1__step_metrics__init(m);
     m->step = t->step;
     m->version = t->version;
     m->phase = (char *)t->phase;
+    m->loss = t->loss;
+    m->skipped = t->skipped;
     m->reward_mean = t->reward_mean;
     m->reward_std = t->reward_std;
     if (t->eval_accuracy >= 0) {
@@ -941,9 +1137,29 @@ static void fill_metrics(const trainer_metrics *t, Cohort__V1__StepMetrics *m)
     m->groups_dropped = t->groups_dropped;
     m->time_s = t->time_s;
     m->logp_max_abs_diff = t->logp_max_abs_diff;
+    m->reward_latency_ms = r->reward_latency_ms;
+    for (int i = 0; i < TRAINER_DROP_N; i++) {
+        cohort__v1__step_metrics__groups_dropped_by_reason_entry__init(&ent[i]);
+        ent[i].key = (char *)trainer_drop_name(i);
+        ent[i].value = t->dropped_by_reason[i];
+        entp[i] = &ent[i];
+    }
+    m->n_groups_dropped_by_reason = TRAINER_DROP_N;
+    m->groups_dropped_by_reason = entp;
 }
 
 static void mwatch_send(learner *L, mwatcher *w);
+
+static void mwatch_remove(learner *L, rpc_call *call)
+{
+    for (mwatcher **p = &L->mwatchers; *p; p = &(*p)->next)
+        if ((*p)->call == call) {
+            mwatcher *dead = *p;
+            *p = dead->next;
+            free(dead);
+            return;
+        }
+}
 
 static void on_mwatch_sent(rpc_call *call, int ok, void *data)
 {
@@ -957,33 +1173,36 @@ static void on_mwatch_sent(rpc_call *call, int ok, void *data)
         }
 }
 
+/* Send the watcher's next record; once the run has finished and everything was sent, end
+ * the stream with OK (as monitor.proto promises). */
 static void mwatch_send(learner *L, mwatcher *w)
 {
     if (w->sending)
         return;
-    if (w->next_step < L->hist_first)
-        w->next_step = L->hist_first;
-    if (w->next_step >= L->hist_end)
+    if (w->next_step < mhist_first(L->hist))
+        w->next_step = mhist_first(L->hist);
+    if (w->next_step >= mhist_end(L->hist)) {
+        if (L->phase == PH_DONE) {
+            rpc_call *call = w->call;
+            rpc_call_on_cancel(call, NULL, NULL);
+            mwatch_remove(L, call);
+            rpc_call_finish(call, GRPC_STATUS_OK, NULL);
+            if (!L->mwatchers && uv_is_active((uv_handle_t *)&L->linger))
+                shutdown_all(L);
+        }
         return;
+    }
     Cohort__V1__StepMetrics m;
-    fill_metrics(&L->hist[w->next_step % HISTORY], &m);
+    Cohort__V1__StepMetrics__GroupsDroppedByReasonEntry ent[TRAINER_DROP_N],
+        *entp[TRAINER_DROP_N];
+    fill_metrics(mhist_get(L->hist, w->next_step), &m, ent, entp);
     if (rpc_call_send_msg(w->call, &m.base, on_mwatch_sent, L) == COH_OK) {
         w->sending = 1;
         w->next_step++;
     }
 }
 
-static void on_mwatch_cancel(rpc_call *call, void *data)
-{
-    learner *L = data;
-    for (mwatcher **p = &L->mwatchers; *p; p = &(*p)->next)
-        if ((*p)->call == call) {
-            mwatcher *dead = *p;
-            *p = dead->next;
-            free(dead);
-            return;
-        }
-}
+static void on_mwatch_cancel(rpc_call *call, void *data) { mwatch_remove(data, call); }
 
 static void on_watch_metrics(rpc_call *call, rpc_event ev, void *data)
 {
@@ -1000,9 +1219,9 @@ static void on_watch_metrics(rpc_call *call, rpc_event ev, void *data)
         return;
     }
     /* 0: only new steps; N > 0: from step N; -K: the last K steps */
-    long from = (long)req->from_step;
+    long from = (long)req->from_step, end = mhist_end(L->hist);
     rpc_msg_free(&req->base);
-    w->next_step = from == 0 ? L->hist_end : from > 0 ? from : L->hist_end + from;
+    w->next_step = from == 0 ? end : from > 0 ? from : end + from;
     w->call = call;
     w->next = L->mwatchers;
     L->mwatchers = w;
@@ -1010,17 +1229,38 @@ static void on_watch_metrics(rpc_call *call, rpc_event ev, void *data)
     mwatch_send(L, w);
 }
 
-static void record_metrics(learner *L, const trainer_metrics *m)
+static void record_step(learner *L, const trainer_metrics *m, double latency)
 {
-    /* one record per step; the history index is the step number */
-    if (L->hist_end == 0 && L->hist_first == 0)
-        L->hist_first = L->hist_end = m->step;
-    L->hist[m->step % HISTORY] = *m;
-    L->hist_end = m->step + 1;
-    if (L->hist_end - L->hist_first > HISTORY)
-        L->hist_first = L->hist_end - HISTORY;
+    mhist_rec r;
+    memset(&r, 0, sizeof r);
+    r.m = *m;
+    r.reward_latency_ms = latency;
+    memcpy(r.dropped_total, L->drops_total, sizeof r.dropped_total);
+    mhist_push(L->hist, &r);
+    if (!strcmp(m->phase, "rl")) {
+        lease_stats ls;
+        lease_get_stats(L->leases, &ls);
+        long dropped = 0;
+        for (int i = 0; i < TRAINER_DROP_N; i++)
+            dropped += L->drops_total[i];
+        printf("step %5ld/%ld [rl  ] reward %.3f±%.3f kl %.4f clip %.3f entropy %.3f gnorm %.2f "
+               "| staleness %.2f | learn %6.0f tok/s | actors %d | buffer %d | dropped %ld%s\n",
+               m->step, L->total_steps, m->reward_mean, m->reward_std, m->kl, m->clip_frac,
+               m->entropy, m->grad_norm, m->staleness_mean, m->learner_tokens_per_s,
+               actors_count(L->actors), gbuf_count(L->buf), dropped,
+               m->skipped ? " SKIPPED" : "");
+        if (m->eval_accuracy >= 0)
+            printf("step %5ld held-out accuracy %.1f%%\n", m->step, 100 * m->eval_accuracy);
+    } else if (m->eval_accuracy >= 0) {
+        printf("step %5ld [%s] loss %.4f | held-out accuracy %.1f%%\n", m->step, m->phase,
+               m->loss, 100 * m->eval_accuracy);
+    } else if (m->step % 100 == 0) {
+        printf("step %5ld [%s] loss %.4f\n", m->step, m->phase, m->loss);
+    }
+    fflush(stdout);
     for (mwatcher *w = L->mwatchers; w; w = w->next)
         mwatch_send(L, w);
+    publish_prom(L);
 }
 
 static void on_set(rpc_call *call, rpc_event ev, void *data)
@@ -1031,45 +1271,76 @@ static void on_set(rpc_call *call, rpc_event ev, void *data)
         call, &cohort__v1__set_request__descriptor);
     if (!req)
         return;
-    if (L->updating) {
+    if (L->running) {
         rpc_msg_free(&req->base);
         rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE,
                       "an update is running; retry in a moment (settings apply between steps)");
         return;
     }
-    /* all or nothing: check every setting on a copy of the config first */
+    /* all or nothing: every setting on a copy of the config first */
     coh_err err;
     trainer_config saved = *trainer_get_config(L->tr);
     int rc = COH_OK;
     for (size_t i = 0; i < req->n_settings && !rc; i++)
         rc = trainer_set_hparam(L->tr, req->settings[i]->key, req->settings[i]->value, &err);
     if (rc) {
-        /* undo the ones already applied */
-        for (size_t i = 0; i < req->n_settings; i++) {
-            const char *k = req->settings[i]->key;
-            double v = strcmp(k, "lr") == 0 ? saved.rl_lr
-                       : strcmp(k, "beta") == 0 ? saved.loss.beta
-                       : strcmp(k, "temperature") == 0 ? saved.loss.temperature
-                       : strcmp(k, "entropy_coef") == 0 ? saved.loss.entropy_coef
-                       : strcmp(k, "eps_low") == 0 ? saved.loss.eps_low
-                       : strcmp(k, "eps_high") == 0 ? saved.loss.eps_high : NAN;
-            if (isfinite(v))
-                trainer_set_hparam(L->tr, k, v, NULL);
-        }
+        const double undo[][2] = {{0, saved.rl_lr}, {1, saved.loss.beta},
+                                  {2, saved.loss.temperature}, {3, saved.loss.entropy_coef},
+                                  {4, saved.loss.eps_low}, {5, saved.loss.eps_high}};
+        static const char *const keys[] = {"lr", "beta", "temperature", "entropy_coef",
+                                           "eps_low", "eps_high"};
+        for (size_t k = 0; k < sizeof undo / sizeof *undo; k++)
+            trainer_set_hparam(L->tr, keys[k], undo[k][1], NULL);
         rpc_msg_free(&req->base);
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, err.msg);
         return;
     }
     L->cfg = *trainer_get_config(L->tr);
     fprintf(stderr, "cohort-learner: %zu setting(s) changed from step %ld%s%s\n", req->n_settings,
-            trainer_current_step(L->tr) + 1, req->reason[0] ? ": " : "", req->reason);
+            L->step + 1, req->reason[0] ? ": " : "", req->reason);
     Cohort__V1__SetReply rep = COHORT__V1__SET_REPLY__INIT;
     rep.n_applied = req->n_settings;
     rep.applied = req->settings;
-    rep.effective_step = trainer_current_step(L->tr) + 1;
+    rep.effective_step = L->step + 1;
     rep.message = "applied from the next step";
     rpc_call_reply_msg(call, &rep.base);
     rpc_msg_free(&req->base);
+}
+
+static void fill_settings(const learner *L, Cohort__V1__AlgorithmSettings *s,
+                          Cohort__V1__SamplingParams *sp)
+{
+    const trainer_config *c = &L->cfg;
+    cohort__v1__algorithm_settings__init(s);
+    s->task = (char *)(c->prompts_file[0] ? "file" : c->task);
+    s->estimator = (char *)loss_estimator_name(c->loss.estimator);
+    s->kl_estimator = "k3";
+    s->kl_placement = c->loss.estimator == EST_REINFORCE_PP ? "reward" : "loss";
+    s->aggregation = (char *)loss_aggregation_name(c->loss.aggregation);
+    s->eps_low = c->loss.eps_low;
+    s->eps_high = c->loss.eps_high;
+    s->beta = c->loss.beta;
+    s->entropy_coef = c->loss.entropy_coef;
+    s->temperature = c->loss.temperature;
+    s->max_new_tokens = c->sampling.max_new_tokens;
+    s->drop_zero_signal = c->loss.drop_zero_signal;
+    s->group_size = c->group_size;
+    s->prompts_per_step = c->prompts_per_step;
+    s->max_staleness = L->max_staleness;
+    s->rl_lr = c->rl_lr;
+    s->sft_lr = c->sft_lr;
+    s->lr_schedule = (char *)optim_schedule_name(c->optim.schedule);
+    s->weight_decay = c->optim.weight_decay;
+    s->grad_clip = c->optim.grad_clip;
+    s->adam_beta1 = c->optim.beta1;
+    s->adam_beta2 = c->optim.beta2;
+    s->sft_steps = c->sft_steps;
+    s->raft_steps = c->raft_steps;
+    s->rl_steps = c->rl_steps;
+    s->raft_threshold = c->raft_threshold;
+    fill_sampling(L, sp);
+    s->sampling = sp;
+    s->seed = c->seed;
 }
 
 static void on_status(rpc_call *call, rpc_event ev, void *data)
@@ -1077,15 +1348,14 @@ static void on_status(rpc_call *call, rpc_event ev, void *data)
     (void)ev;
     learner *L = data;
     Cohort__V1__Status st = COHORT__V1__STATUS__INIT;
-    Cohort__V1__StepMetrics m;
-    st.step = cur_version(L);
-    st.version = L->cur ? wt_snapshot_version(L->cur->snap) : 0;
-    st.phase = L->finished ? "done" : "rl";
+    st.step = L->step;
+    st.version = L->version < 0 ? 0 : L->version;
+    st.phase = (char *)(L->phase == PH_DONE ? "done" : L->phase_name);
     st.paused = L->paused;
     st.pause_reason = L->pause_reason;
-    st.actors = L->n_actors;
+    st.actors = actors_count(L->actors);
     st.buffered_groups = gbuf_count(L->buf);
-    st.buffer_capacity = gbuf_capacity(L->buf);
+    st.buffer_capacity = L->buf ? gbuf_capacity(L->buf) : L->buffer_groups;
     lease_stats ls;
     lease_get_stats(L->leases, &ls);
     st.leases_outstanding = ls.outstanding;
@@ -1098,21 +1368,22 @@ static void on_status(rpc_call *call, rpc_event ev, void *data)
     lc.dropped = (int64_t)ls.dropped;
     st.lease_counters = &lc;
     st.uptime_s = (double)(now_ms() - L->start_ms) / 1000.0;
-    st.total_steps = trainer_total_steps(L->tr);
-    st.finished = L->finished;
+    st.total_steps = L->total_steps;
+    st.finished = L->phase == PH_DONE;
     st.run_dir = L->cfg.out_dir;
-    Cohort__V1__StepMetrics__GroupsDroppedByReasonEntry ent[DROP_N], *entp[DROP_N];
-    if (L->have_last) {
-        fill_metrics(&L->last, &m);
-        for (int i = 0; i < DROP_N; i++) {
-            cohort__v1__step_metrics__groups_dropped_by_reason_entry__init(&ent[i]);
-            ent[i].key = (char *)k_drop_names[i];
-            ent[i].value = L->drops[i];
-            entp[i] = &ent[i];
-        }
-        m.n_groups_dropped_by_reason = DROP_N;
-        m.groups_dropped_by_reason = entp;
-        m.reward_latency_ms = L->last_latency;
+    Cohort__V1__AlgorithmSettings set;
+    Cohort__V1__SamplingParams sp;
+    fill_settings(L, &set, &sp);
+    st.settings = &set;
+    Cohort__V1__StepMetrics m;
+    Cohort__V1__StepMetrics__GroupsDroppedByReasonEntry ent[TRAINER_DROP_N],
+        *entp[TRAINER_DROP_N];
+    const mhist_rec *last = mhist_last(L->hist);
+    if (last) {
+        /* one whole record: the last step's metrics, with the drops counted so far */
+        fill_metrics(last, &m, ent, entp);
+        for (int i = 0; i < TRAINER_DROP_N; i++)
+            ent[i].value = L->drops_total[i];
         st.last = &m;
     }
     rpc_call_reply_msg(call, &st.base);
@@ -1122,23 +1393,27 @@ static void on_workers(rpc_call *call, rpc_event ev, void *data)
 {
     (void)ev;
     learner *L = data;
-    Cohort__V1__Worker *ws = calloc((size_t)(L->n_actors ? L->n_actors : 1), sizeof *ws);
-    Cohort__V1__Worker **wp = calloc((size_t)(L->n_actors ? L->n_actors : 1), sizeof *wp);
-    if (!ws || !wp) {
+    int n = actors_count(L->actors);
+    Cohort__V1__Worker *ws = calloc((size_t)(n ? n : 1), sizeof *ws);
+    Cohort__V1__Worker **wp = calloc((size_t)(n ? n : 1), sizeof *wp);
+    actor_info *ai = calloc((size_t)(n ? n : 1), sizeof *ai);
+    if (!ws || !wp || !ai) {
         free(ws);
         free(wp);
+        free(ai);
         rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "learner out of memory");
         return;
     }
     uint64_t now = now_ms();
-    for (int i = 0; i < L->n_actors; i++) {
-        actor_rec *a = &L->actors[i];
+    for (int i = 0; i < n; i++) {
+        actor_info *a = &ai[i];
+        actors_at(L->actors, i, a);
         cohort__v1__worker__init(&ws[i]);
         ws[i].actor_id = a->id;
         ws[i].name = a->name;
         ws[i].peer = a->peer;
         ws[i].threads = a->threads;
-        ws[i].last_heartbeat_ms_ago = (int64_t)(now - a->last_heartbeat_ms);
+        ws[i].last_heartbeat_ms_ago = (int64_t)(now - a->last_heard_ms);
         ws[i].held_version = a->held_version;
         ws[i].sampler_tokens_per_s = a->tokens_per_s;
         ws[i].leases_held = lease_outstanding(L->leases, a->id);
@@ -1149,11 +1424,12 @@ static void on_workers(rpc_call *call, rpc_event ev, void *data)
         wp[i] = &ws[i];
     }
     Cohort__V1__WorkersReply rep = COHORT__V1__WORKERS_REPLY__INIT;
-    rep.n_workers = (size_t)L->n_actors;
+    rep.n_workers = (size_t)n;
     rep.workers = wp;
     rpc_call_reply_msg(call, &rep.base);
     free(ws);
     free(wp);
+    free(ai);
 }
 
 static void control(rpc_call *call, learner *L, int pause)
@@ -1170,7 +1446,7 @@ static void control(rpc_call *call, learner *L, int pause)
     rep.message = pause ? "paused: no new leases, no updates" : "resumed";
     rpc_call_reply_msg(call, &rep.base);
     if (!pause)
-        maybe_update(L);
+        maybe_step(L);
 }
 
 static void on_pause(rpc_call *call, rpc_event ev, void *data) { (void)ev; control(call, data, 1); }
@@ -1180,42 +1456,122 @@ static void on_checkpoint(rpc_call *call, rpc_event ev, void *data)
 {
     (void)ev;
     learner *L = data;
-    if (L->updating) {
-        rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "an update is running; retry in a moment");
+    if (L->running) {
+        rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "a step is running; retry in a moment");
         return;
     }
     coh_err err;
-    if (trainer_checkpoint(L->tr, &err)) {
+    if (checkpoint_now(L, &err)) {
         rpc_call_fail(call, GRPC_STATUS_INTERNAL, err.msg);
         return;
     }
     char path[700];
-    snprintf(path, sizeof path, "%s/checkpoints/step-%06ld", L->cfg.out_dir,
-             trainer_current_step(L->tr));
+    snprintf(path, sizeof path, "%s/checkpoints/step-%06ld", L->cfg.out_dir, L->step);
     Cohort__V1__CheckpointReply rep = COHORT__V1__CHECKPOINT_REPLY__INIT;
-    rep.step = trainer_current_step(L->tr);
+    rep.step = L->step;
     rep.path = path;
     rpc_call_reply_msg(call, &rep.base);
 }
 
-/* ---- housekeeping and shutdown ---------------------------------------------------------------- */
+/* ---- Prometheus page ----------------------------------------------------------------------- */
+
+static void publish_prom(learner *L)
+{
+    if (!L->prom)
+        return;
+    int n = actors_count(L->actors);
+    prom_actor_view *av = calloc((size_t)(n ? n : 1), sizeof *av);
+    actor_info *ai = calloc((size_t)(n ? n : 1), sizeof *ai);
+    if (!av || !ai) {
+        free(av);
+        free(ai);
+        return;
+    }
+    uint64_t now = now_ms();
+    for (int i = 0; i < n; i++) {
+        actors_at(L->actors, i, &ai[i]);
+        av[i] = (prom_actor_view){.name = ai[i].name, .id = ai[i].id, .peer = ai[i].peer,
+                                  .sampler_tokens_per_s = ai[i].tokens_per_s,
+                                  .heartbeat_age_s = (double)(now - ai[i].last_heard_ms) / 1e3,
+                                  .held_version = ai[i].held_version,
+                                  .completions = ai[i].completions,
+                                  .groups_accepted = ai[i].accepted,
+                                  .groups_rejected = ai[i].rejected,
+                                  .leases_held = lease_outstanding(L->leases, ai[i].id)};
+    }
+    const char *names[TRAINER_DROP_N];
+    int64_t drops[TRAINER_DROP_N];
+    for (int i = 0; i < TRAINER_DROP_N; i++) {
+        names[i] = trainer_drop_name(i);
+        drops[i] = L->drops_total[i];
+    }
+    lease_stats ls;
+    lease_get_stats(L->leases, &ls);
+    prom_learner_view v = {
+        .phase = L->phase == PH_DONE ? "done" : L->phase_name, .step = L->step,
+        .version = L->version < 0 ? 0 : L->version, .total_steps = L->total_steps,
+        .paused = L->paused, .finished = L->phase == PH_DONE,
+        .uptime_s = (double)(now - L->start_ms) / 1e3, .n_drop_reasons = TRAINER_DROP_N,
+        .drop_reason_names = names, .drops_by_reason = drops,
+        .leases_issued = (int64_t)ls.issued, .leases_reissued = (int64_t)ls.reissued,
+        .leases_completed = (int64_t)ls.completed, .leases_expired = (int64_t)ls.expired,
+        .leases_returned = (int64_t)ls.returned, .leases_dropped = (int64_t)ls.dropped,
+        .leases_outstanding = ls.outstanding, .buffered_groups = gbuf_count(L->buf),
+        .buffer_capacity = L->buf ? gbuf_capacity(L->buf) : L->buffer_groups, .n_actors = n,
+        .actors = av, .eval_accuracy = -1};
+    const mhist_rec *last = mhist_last(L->hist);
+    if (last) {
+        const trainer_metrics *m = &last->m;
+        v.have_step = 1;
+        v.loss = m->loss;
+        v.reward_mean = m->reward_mean;
+        v.reward_std = m->reward_std;
+        v.kl = m->kl;
+        v.clip_frac = m->clip_frac;
+        v.entropy = m->entropy;
+        v.grad_norm = m->grad_norm;
+        v.lr = m->lr;
+        v.learner_tokens_per_s = m->learner_tokens_per_s;
+        v.sampler_tokens_per_s = m->sampler_tokens_per_s;
+        v.staleness_mean = m->staleness_mean;
+        v.logp_max_abs_diff = m->logp_max_abs_diff;
+        v.reward_latency_ms = last->reward_latency_ms;
+        v.groups_used = m->groups_used;
+        /* the newest evaluation, which may be some steps back */
+        v.eval_accuracy = -1;
+        for (long s = mhist_end(L->hist) - 1; s >= mhist_first(L->hist); s--)
+            if (mhist_get(L->hist, s)->m.eval_accuracy >= 0) {
+                v.eval_accuracy = mhist_get(L->hist, s)->m.eval_accuracy;
+                break;
+            }
+    }
+    char *text = NULL;
+    size_t len = 0;
+    coh_err err;
+    if (prom_render_learner(&v, &text, &len, &err) == COH_OK)
+        prom_server_publish(L->prom, text, len, &err);
+    free(text);
+    free(av);
+    free(ai);
+}
+
+/* ---- housekeeping and shutdown ------------------------------------------------------------------ */
 
 static void on_tick(uv_timer_t *t)
 {
     learner *L = t->data;
     uint64_t now = now_ms();
     lease_expire(L->leases, now);
-    /* an actor silent for 3 heartbeats (and the lease TTL) is dead: its prompts go out again */
-    uint64_t dead_after = (uint64_t)L->heartbeat_ms * 3 + 1000;
-    for (int i = 0; i < L->n_actors; i++)
-        if (now - L->actors[i].last_heartbeat_ms > dead_after) {
-            int n = lease_drop_actor(L->leases, L->actors[i].id, now);
-            fprintf(stderr, "cohort-learner: actor %s (%016" PRIx64 ") missed its heartbeats; "
-                            "%d lease(s) issued again\n",
-                    L->actors[i].name, L->actors[i].id, n > 0 ? n : 0);
-            L->actors[i] = L->actors[--L->n_actors];
-            i--;
-        }
+    /* an actor silent for 3 heartbeats (and a second) is dead: its prompts go out again */
+    uint64_t dead[MAX_ACTORS];
+    int n = actors_sweep(L->actors, now, (uint64_t)L->heartbeat_ms * 3 + 1000, dead, MAX_ACTORS);
+    for (int i = 0; i < n && i < MAX_ACTORS; i++) {
+        int k = lease_drop_actor(L->leases, dead[i], now);
+        fprintf(stderr, "cohort-learner: actor %016" PRIx64 " missed its heartbeats; %d lease(s) "
+                        "issued again\n",
+                dead[i], k > 0 ? k : 0);
+    }
+    publish_prom(L);
 }
 
 static void on_server_done(rpc_server *srv, void *data)
@@ -1225,6 +1581,7 @@ static void on_server_done(rpc_server *srv, void *data)
     if (--L->servers_up > 0)
         return;
     uv_close((uv_handle_t *)&L->tick, NULL);
+    uv_close((uv_handle_t *)&L->linger, NULL);
     if (!uv_is_closing((uv_handle_t *)&L->sigint)) {
         uv_close((uv_handle_t *)&L->sigint, NULL);
         uv_close((uv_handle_t *)&L->sigterm, NULL);
@@ -1237,8 +1594,8 @@ static void on_failed_server_done(rpc_server *srv, void *data)
     ((learner *)data)->servers_up--;
 }
 
-/* The checkpoint is written before the server stops; if some call still keeps the server
- * from stopping after 15 s, say so and leave rather than hang. */
+/* The checkpoint is written before the servers stop; if some call still keeps a server from
+ * stopping after 15 s, say so and leave rather than hang. */
 static void on_watchdog(uv_timer_t *t)
 {
     learner *L = t->data;
@@ -1251,15 +1608,16 @@ static void on_watchdog(uv_timer_t *t)
 
 static void shutdown_all(learner *L)
 {
-    if (L->server == NULL || L->stopping > 1)
+    if (L->shut || L->running)
         return;
-    L->stopping = 2;
+    L->shut = 1;
+    uv_timer_stop(&L->linger);
     coh_err err;
-    if (trainer_checkpoint(L->tr, &err))
+    if (checkpoint_now(L, &err))
         fprintf(stderr, "cohort-learner: checkpoint failed: %s\n", err.msg);
     else
-        fprintf(stderr, "cohort-learner: checkpoint written at step %ld\n",
-                trainer_current_step(L->tr));
+        fprintf(stderr, "cohort-learner: checkpoint written at step %ld\n", L->step);
+    publish_prom(L);
     uv_timer_stop(&L->tick);
     uv_timer_start(&L->tick, on_watchdog, 15000, 0);
     uv_unref((uv_handle_t *)&L->tick);
@@ -1269,160 +1627,186 @@ static void shutdown_all(learner *L)
         rpc_server_shutdown(L->mserver, on_server_done, L);
 }
 
+static void on_linger(uv_timer_t *t) { shutdown_all(t->data); }
+
+/* The last step is done: version streams and metrics streams end with OK (metrics streams
+ * after their last record), then the servers stop (at most 3 s later). */
+static void finish_run(learner *L)
+{
+    L->phase = PH_DONE;
+    printf("training finished at step %ld\n", L->step);
+    fflush(stdout);
+    while (L->watchers) {
+        watcher *w = L->watchers;
+        L->watchers = w->next;
+        rpc_call_on_cancel(w->call, NULL, NULL);
+        rpc_call_finish(w->call, GRPC_STATUS_OK, "the run has finished");
+        free(w);
+    }
+    if (!L->mwatchers) {
+        shutdown_all(L);
+        return;
+    }
+    uv_timer_start(&L->linger, on_linger, 3000, 0);
+    mwatcher *next;
+    for (mwatcher *w = L->mwatchers; w; w = next) {
+        next = w->next;
+        mwatch_send(L, w); /* may end and free w, and shut down */
+    }
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     learner *L = h->data;
     fprintf(stderr, "cohort-learner: signal %d, stopping\n", signum);
     uv_close((uv_handle_t *)&L->sigint, NULL);
     uv_close((uv_handle_t *)&L->sigterm, NULL);
-    if (!L->stopping)
-        L->stopping = 1;
-    if (!L->updating)
-        shutdown_all(L);
+    L->stopping = 1;
+    shutdown_all(L); /* or, while a step runs, when it is done */
 }
 
 /* ---- main ------------------------------------------------------------------------------------- */
 
-enum { O_LISTEN = 2000, O_TOKEN, O_CERT, O_KEY, O_STALE, O_BUFFER, O_TTL, O_HB, O_PFILE, O_MON };
+enum { O_LISTEN = 1, O_TOKEN, O_CERT, O_KEY, O_STALE, O_BUFFER, O_TTL, O_HB, O_MON, O_METRICS,
+       O_RESUME, O_RESUME_IF, O_THREADS, O_HELP };
+
+typedef struct opts {
+    const char *listen, *token, *cert, *key, *monitor_listen, *metrics_listen;
+    int resume, threads, staleness, buffer, ttl, hb, help;
+} opts;
+
+static int on_option(void *ctx, int val, const char *arg, coh_err *err)
+{
+    opts *o = ctx;
+    switch (val) {
+    case O_LISTEN: o->listen = arg; return 0;
+    case O_TOKEN: o->token = arg; return 0;
+    case O_CERT: o->cert = arg; return 0;
+    case O_KEY: o->key = arg; return 0;
+    case O_MON: o->monitor_listen = arg; return 0;
+    case O_METRICS: o->metrics_listen = arg; return 0;
+    case O_STALE: return cli_parse_int("--max-staleness", arg, 0, 1000000, &o->staleness, err);
+    case O_BUFFER: return cli_parse_int("--buffer", arg, 1, 1 << 20, &o->buffer, err);
+    case O_TTL: return cli_parse_int("--lease-ttl-ms", arg, 100, 86400000, &o->ttl, err);
+    case O_HB: return cli_parse_int("--heartbeat-ms", arg, 10, 3600000, &o->hb, err);
+    case O_THREADS: return cli_parse_int("--threads", arg, 1, 256, &o->threads, err);
+    case O_RESUME: o->resume = 1; return 0;
+    case O_RESUME_IF: o->resume = -1; return 0;
+    case O_HELP: o->help = 1; return 0;
+    default: return coh_fail(err, COH_EINVAL, "unknown option");
+    }
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: cohort-learner [service options] [training options]\n"
+            "service options:\n"
+            "  --listen HOST:PORT       Learner + Monitor + health [0.0.0.0:50051]\n"
+            "  --monitor-listen H:P     also serve Monitor (only) on this port, the one to\n"
+            "                           publish to operators; --listen keeps serving both\n"
+            "  --metrics-listen H:P     Prometheus text page at http://H:P/metrics\n"
+            "  --token T                bearer token for every call but health (or env\n"
+            "                           COHORT_TOKEN)\n"
+            "  --tls-cert PEM --tls-key PEM\n"
+            "  --max-staleness N        versions a completion may lag [2]\n"
+            "  --buffer GROUPS          buffered groups [2 x --prompts]\n"
+            "  --lease-ttl-ms MS [30000]  --heartbeat-ms MS [1000]  --threads N [1]\n"
+            "  --resume                 continue from OUT/checkpoints/latest (exactly: the\n"
+            "                           accepted groups not yet trained are replayed)\n"
+            "  --resume-if-present      resume when OUT has a checkpoint (containers)\n"
+            "training options (the same table as cohort-train; --config FILE takes them as\n"
+            "JSON, flags override it):\n");
+    trainer_config d = trainer_config_default();
+    snprintf(d.out_dir, sizeof d.out_dir, "runs/cluster");
+    topt_print_help_with(TOPT_LEARNER, &d, f);
+}
 
 int main(int argc, char **argv)
 {
     la_blas_autoselect(argv);
-    static const struct option opts[] = {
+    static const struct option own[] = {
         {"listen", 1, 0, O_LISTEN}, {"token", 1, 0, O_TOKEN}, {"tls-cert", 1, 0, O_CERT},
         {"tls-key", 1, 0, O_KEY}, {"max-staleness", 1, 0, O_STALE}, {"buffer", 1, 0, O_BUFFER},
         {"lease-ttl-ms", 1, 0, O_TTL}, {"heartbeat-ms", 1, 0, O_HB},
-        {"prompts-file", 1, 0, O_PFILE}, {"monitor-listen", 1, 0, O_MON},
-        {"out", 1, 0, 'o'}, {"task", 1, 0, 'k'}, {"digits", 1, 0, 'd'}, {"seed", 1, 0, 's'},
-        {"resume", 0, 0, 'r'}, {"sft-steps", 1, 0, 'S'}, {"sft-demos", 1, 0, 'D'},
-        {"rl-steps", 1, 0, 'R'}, {"prompts", 1, 0, 'P'}, {"group-size", 1, 0, 'G'},
-        {"rl-lr", 1, 0, 'L'}, {"beta", 1, 0, 'B'}, {"temperature", 1, 0, 'T'},
-        {"eval-every", 1, 0, 'E'}, {"ckpt-every", 1, 0, 'C'}, {"threads", 1, 0, 'j'},
-        {"init", 1, 0, 'I'}, {"resume-if-present", 0, 0, 'Y'}, {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"monitor-listen", 1, 0, O_MON}, {"metrics-listen", 1, 0, O_METRICS},
+        {"resume", 0, 0, O_RESUME}, {"resume-if-present", 0, 0, O_RESUME_IF},
+        {"threads", 1, 0, O_THREADS}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     trainer_config c = trainer_config_default();
     snprintf(c.out_dir, sizeof c.out_dir, "runs/cluster");
-    const char *listen = "0.0.0.0:50051", *token = getenv("COHORT_TOKEN"), *cert = NULL,
-               *key = NULL;
-    const char *prompts_file = NULL, *monitor_listen = NULL;
-    int resume = 0, threads = 1, staleness = 2, buffer = 0, ttl = 30000, hb = 1000, opt;
-    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (opt) {
-        case O_LISTEN: listen = optarg; break;
-        case O_MON: monitor_listen = optarg; break;
-        case O_TOKEN: token = optarg; break;
-        case O_CERT: cert = optarg; break;
-        case O_KEY: key = optarg; break;
-        case O_STALE: staleness = atoi(optarg); break;
-        case O_BUFFER: buffer = atoi(optarg); break;
-        case O_TTL: ttl = atoi(optarg); break;
-        case O_HB: hb = atoi(optarg); break;
-        case O_PFILE: prompts_file = optarg; break;
-        case 'o': snprintf(c.out_dir, sizeof c.out_dir, "%s", optarg); break;
-        case 'k': snprintf(c.task, sizeof c.task, "%s", optarg); break;
-        case 'd': c.task_cfg.digits = atoi(optarg); break;
-        case 's': c.seed = strtoull(optarg, NULL, 10); break;
-        case 'r': resume = 1; break;
-        case 'Y': resume = -1; break;
-        case 'S': c.sft_steps = atoi(optarg); break;
-        case 'D': c.sft_demos = atoi(optarg); break;
-        case 'R': c.rl_steps = atoi(optarg); break;
-        case 'P': c.prompts_per_step = atoi(optarg); break;
-        case 'G': c.group_size = atoi(optarg); break;
-        case 'L': c.rl_lr = strtof(optarg, NULL); break;
-        case 'B': c.loss.beta = strtof(optarg, NULL); break;
-        case 'T': c.loss.temperature = strtof(optarg, NULL); break;
-        case 'E': c.eval_every = atoi(optarg); break;
-        case 'C': c.ckpt_every = atoi(optarg); break;
-        case 'j': threads = atoi(optarg); break;
-        case 'I': snprintf(c.init_from, sizeof c.init_from, "%s", optarg); break;
-        case 'h':
-            printf("usage: cohort-learner [--listen HOST:PORT] [--out DIR] [--resume] [--token T]\n"
-                   "  [--tls-cert PEM --tls-key PEM] [--max-staleness N] [--buffer GROUPS]\n"
-                   "  [--lease-ttl-ms MS] [--heartbeat-ms MS] [--threads N] [--init DIR]\n"
-                   "  [--resume-if-present]  resume when OUT has a checkpoint (containers)\n"
-                   "  [--monitor-listen HOST:PORT]  also serve Monitor (only) on this port,\n"
-                   "      the one to publish to operators; --listen keeps serving both\n"
-                   "  [--prompts-file FILE.jsonl]  RL prompts from {\"prompt\", \"task\",\n"
-                   "      \"answer\"?, \"metadata\"?} lines, passed untouched to the verifiers\n"
-                   "  training: --task --digits --seed --sft-steps --sft-demos --rl-steps\n"
-                   "            --prompts --group-size --rl-lr --beta --temperature\n"
-                   "            --eval-every --ckpt-every (as cohort-train)\n");
-            return 0;
-        default: return 2;
-        }
+    opts o = {.listen = "0.0.0.0:50051", .token = getenv("COHORT_TOKEN"), .threads = 1,
+              .staleness = 2, .ttl = 30000, .hb = 1000};
+    coh_err err;
+    coh_err_clear(&err);
+    int next = 0;
+    if (topt_parse_args(&c, TOPT_LEARNER, argc, argv, "h", own, on_option, &o, &next, &err)) {
+        fprintf(stderr, "cohort-learner: %s\n", err.msg);
+        return 2;
     }
-    la_set_threads(threads);
-    if (resume < 0) { /* --resume-if-present: a restarted container continues its run */
+    if (o.help) {
+        usage(stdout);
+        return 0;
+    }
+    if (next < argc) {
+        fprintf(stderr, "cohort-learner: unexpected argument '%s'; see --help\n", argv[next]);
+        return 2;
+    }
+    la_set_threads(o.threads);
+    if (o.resume < 0) { /* --resume-if-present: a restarted container continues its run */
         char latest[600];
         snprintf(latest, sizeof latest, "%s/checkpoints/latest", c.out_dir);
-        resume = access(latest, F_OK) == 0;
-        if (resume)
+        o.resume = access(latest, F_OK) == 0;
+        if (o.resume)
             printf("cohort-learner: resuming from %s\n", latest);
     }
     static learner L;
     memset(&L, 0, sizeof L);
-    L.heartbeat_ms = hb;
-    L.max_staleness = staleness;
+    L.heartbeat_ms = o.hb;
+    L.max_staleness = o.staleness;
     L.start_ms = now_ms();
-    coh_err err;
-    coh_err_clear(&err);
+    L.version = -1;
     int rc = 1;
-    if (trainer_create(&c, resume, &L.tr, &err)) {
+    if (trainer_create(&c, o.resume, &L.tr, &err)) {
         fprintf(stderr, "cohort-learner: %s\n", err.msg);
         return 1;
     }
     L.cfg = *trainer_get_config(L.tr);
-    /* the warm start runs here, before actors are served */
-    while (trainer_has_next(L.tr) && !trainer_in_rl(L.tr)) {
-        trainer_metrics m;
-        if (trainer_step(L.tr, &m, &err)) {
+    L.step = trainer_current_step(L.tr);
+    L.total_steps = trainer_total_steps(L.tr);
+    L.resumed_state = o.resume;
+    L.buffer_groups = o.buffer > 0 ? o.buffer : L.cfg.prompts_per_step * 2;
+    L.tok = trainer_tokenizer(L.tr);
+    L.phase = trainer_in_rl(L.tr) ? PH_RL : PH_WARMUP;
+    L.phase_name = L.phase == PH_RL                   ? "rl"
+                   : L.step < (long)L.cfg.sft_steps ? "sft"
+                                                      : "raft";
+    if (!trainer_has_next(L.tr)) {
+        printf("nothing left to train (step %ld)\n", L.step);
+        trainer_destroy(L.tr);
+        return 0;
+    }
+    task_config tc = L.cfg.task_cfg;
+    if (tok_to_json(L.tok, &L.tok_json, &err) ||
+        psrc_create(L.cfg.task, &tc, L.cfg.prompts_file, L.tok, 0, &L.prompts, &err) ||
+        lease_create(4096, (uint64_t)o.ttl, random_u64(), &L.leases, &err) ||
+        actors_create(MAX_ACTORS, random_u64(), &L.actors, &err) || wpub_create(&L.pub, &err) ||
+        mhist_create(HISTORY, &L.hist, &err)) {
+        fprintf(stderr, "cohort-learner: %s\n", err.msg);
+        goto out;
+    }
+    if (L.phase == PH_RL) {
+        L.phase = PH_WARMUP; /* enter_rl makes it RL */
+        if (enter_rl(&L, &err)) {
             fprintf(stderr, "cohort-learner: %s\n", err.msg);
             goto out;
         }
-        if (m.eval_accuracy >= 0)
-            printf("step %5ld [%s] loss %.4f | held-out accuracy %.1f%%\n", m.step, m.phase,
-                   m.loss, 100 * m.eval_accuracy);
-        else if (m.step % 100 == 0)
-            printf("step %5ld [%s] loss %.4f\n", m.step, m.phase, m.loss);
-        fflush(stdout);
     }
-    if (!trainer_has_next(L.tr)) {
-        printf("nothing left to train (step %ld)\n", trainer_current_step(L.tr));
-        rc = 0;
-        goto out;
-    }
-    L.tok = (tokenizer *)trainer_tokenizer(L.tr);
-    task_config tc = L.cfg.task_cfg;
-    if (tok_to_json(L.tok, &L.tok_json, &err) || task_create(L.cfg.task, &tc, &L.task, &err) ||
-        (prompts_file && load_prompt_file(&L, prompts_file, &err)) ||
-        lease_create(4096, (uint64_t)ttl, random_u64(), &L.leases, &err)) {
-        fprintf(stderr, "cohort-learner: %s\n", err.msg);
-        goto out;
-    }
-    /* RL prompts come after everything SFT could have used */
-    L.rl_cursor = ((uint64_t)1 << 40) + (uint64_t)trainer_current_step(L.tr) * 100000u;
-    L.bcfg = (gbuf_config){.capacity = buffer > 0 ? buffer : L.cfg.prompts_per_step * 2,
-                           .group_size = L.cfg.group_size,
-                           .vocab_size = model_get_config(trainer_policy(L.tr))->vocab_size,
-                           .max_seq = model_get_config(trainer_policy(L.tr))->max_seq,
-                           .max_new_tokens = L.cfg.sampling.max_new_tokens,
-                           .max_staleness = staleness};
-    if (gbuf_create(&L.bcfg, &L.buf, &err)) {
-        fprintf(stderr, "cohort-learner: %s\n", err.msg);
-        goto out;
-    }
-    wt_snapshot *first = NULL;
-    if (wt_snapshot_make(trainer_policy(L.tr), trainer_current_step(L.tr), &first, &err)) {
-        fprintf(stderr, "cohort-learner: %s\n", err.msg);
-        goto out;
-    }
-    publish(&L, first);
 
     rpc_global_init();
     L.loop = uv_default_loop();
-    rpc_server_config sc = {.listen_address = listen, .max_receive_bytes = 16 << 20,
-                            .tls_cert_file = cert, .tls_key_file = key, .bearer_token = token};
+    rpc_server_config sc = {.listen_address = o.listen, .max_receive_bytes = 16 << 20,
+                            .tls_cert_file = o.cert, .tls_key_file = o.key,
+                            .bearer_token = o.token};
     struct { const char *name; rpc_kind kind; rpc_handler_cb cb; } methods[] = {
         {"/cohort.v1.Learner/RegisterActor", RPC_UNARY, on_register},
         {"/cohort.v1.Learner/Heartbeat", RPC_UNARY, on_heartbeat},
@@ -1449,8 +1833,8 @@ int main(int argc, char **argv)
         goto fail_rpc;
     rpc_health_set(L.server, "cohort.v1.Learner", 1);
     rpc_health_set(L.server, "cohort.v1.Monitor", 1);
-    if (monitor_listen) {
-        sc.listen_address = monitor_listen;
+    if (o.monitor_listen) {
+        sc.listen_address = o.monitor_listen;
         sc.max_receive_bytes = 1 << 20;
         if (rpc_server_create(L.loop, &sc, &L.mserver, &err))
             goto fail_rpc;
@@ -1464,17 +1848,26 @@ int main(int argc, char **argv)
         rpc_health_set(L.mserver, "cohort.v1.Monitor", 1);
         printf("cohort-learner: Monitor also on port %d\n", rpc_server_port(L.mserver));
     }
-    printf("cohort-learner: serving on port %d; RL from step %ld, waiting for actors\n",
-           rpc_server_port(L.server), trainer_current_step(L.tr));
+    if (o.metrics_listen) {
+        if (prom_server_start(o.metrics_listen, &L.prom, &err))
+            goto fail_rpc;
+        printf("cohort-learner: Prometheus metrics on http://%s/metrics (port %d)\n",
+               o.metrics_listen, prom_server_port(L.prom));
+    }
+    printf("cohort-learner: serving on port %d; %s from step %ld\n", rpc_server_port(L.server),
+           L.phase == PH_RL ? "RL" : "warm start", L.step);
     fflush(stdout);
     uv_timer_init(L.loop, &L.tick);
-    L.tick.data = &L;
+    uv_timer_init(L.loop, &L.linger);
+    L.tick.data = L.linger.data = &L;
     uv_timer_start(&L.tick, on_tick, 500, 500);
     uv_signal_init(L.loop, &L.sigint);
     uv_signal_init(L.loop, &L.sigterm);
     L.sigint.data = L.sigterm.data = &L;
     uv_signal_start(&L.sigint, on_signal, SIGINT);
     uv_signal_start(&L.sigterm, on_signal, SIGTERM);
+    publish_prom(&L);
+    maybe_step(&L);
     uv_run(L.loop, UV_RUN_DEFAULT);
     rc = 0;
     goto out_rpc;
@@ -1489,6 +1882,7 @@ fail_rpc:
     if (L.servers_up)
         uv_run(L.loop, UV_RUN_DEFAULT);
 out_rpc:
+    prom_server_stop(L.prom);
     rpc_server_destroy(L.server);
     rpc_server_destroy(L.mserver);
     while (L.watchers) {
@@ -1504,13 +1898,15 @@ out_rpc:
     uv_loop_close(L.loop);
     rpc_global_shutdown();
 out:
-    snap_release(L.cur);
-    snap_release(L.prev);
+    if (L.ledger)
+        fclose(L.ledger);
+    alog_close(L.log);
+    wpub_destroy(L.pub);
+    mhist_destroy(L.hist);
     gbuf_destroy(L.buf);
     lease_destroy(L.leases);
-    task_destroy(L.task);
-    free(L.file_items);
-    free(L.file_tasks);
+    actors_destroy(L.actors);
+    psrc_destroy(L.prompts);
     free(L.tok_json);
     trainer_destroy(L.tr);
     return rc;

@@ -24,6 +24,7 @@
 #include <cjson/cJSON.h>
 
 #include "checkpoint.h"
+#include "cli.h"
 #include "rm.h"
 #include "err.h"
 #include "fsutil.h"
@@ -168,49 +169,43 @@ static int usage_error(const char *cmd, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
-static int parse_int_opt(const char *cmd, const char *opt, const char *s, long lo, long hi,
-                         int *out)
+/* Checked option values (common/cli.h): on a bad value print "cohort-tool CMD: <message
+ * naming the flag and the expected range>" and return nonzero (the caller exits 2). */
+static int opt_int(const char *cmd, const char *flag, const char *s, int lo, int hi, int *out)
 {
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < lo || v > hi) {
-        usage_error(cmd, "%s expects an integer in [%ld, %ld], got '%s'", opt, lo, hi, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
+    coh_err err;
+    if (cli_parse_int(flag, s, lo, hi, out, &err) == COH_OK)
+        return 0;
+    usage_error(cmd, "%s", err.msg);
+    return -1;
 }
 
-static int parse_float_opt(const char *cmd, const char *opt, const char *s, float *out)
+static int opt_float(const char *cmd, const char *flag, const char *s, double lo, int lo_open,
+                     double hi, int hi_open, float *out)
 {
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end != '\0' || !isfinite(v) || fabs(v) > 3.0e38) {
-        usage_error(cmd, "%s expects a finite number, got '%s'", opt, s);
-        return -1;
-    }
-    *out = (float)v;
-    return 0;
+    coh_err err;
+    if (cli_parse_float(flag, s, lo, hi, lo_open, hi_open, out, &err) == COH_OK)
+        return 0;
+    usage_error(cmd, "%s", err.msg);
+    return -1;
 }
 
-static int parse_seed_opt(const char *cmd, const char *s, uint64_t *out)
+static int opt_seed(const char *cmd, const char *s, uint64_t *out)
 {
-    char *end = NULL;
-    errno = 0;
-    if (*s == '-' || *s == '+' || *s == '\0') {
-        usage_error(cmd, "--seed expects a non-negative integer, got '%s'", s);
-        return -1;
-    }
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end != '\0') {
-        usage_error(cmd, "--seed expects a non-negative integer below 2^64, got '%s'", s);
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
+    coh_err err;
+    if (cli_parse_u64("--seed", s, 0, UINT64_MAX, out, &err) == COH_OK)
+        return 0;
+    usage_error(cmd, "%s", err.msg);
+    return -1;
 }
+
+/* Ranges shared with the training options (learner/trainopt.c) */
+#define TEMP_MAX 10.0     /* --temperature in (0, TEMP_MAX] */
+#define EPS_MAX 10.0      /* --eps-low / --eps-high in [0, EPS_MAX] */
+#define BETA_MAX 100.0    /* --beta in [0, BETA_MAX] */
+#define ENTROPY_MAX 10.0  /* --entropy-coef in [0, ENTROPY_MAX] */
+#define NEW_TOKENS_MAX 65536
+#define TOP_K_MAX 1048576
 
 /* dir + "/" + name, malloc'd; NULL when out of memory (reported). */
 static char *join_path(const char *dir, const char *name)
@@ -389,7 +384,7 @@ static int cmd_init(int argc, char **argv)
         case 'c': config_path = optarg; break;
         case 'o': out_dir = optarg; break;
         case 's':
-            if (parse_seed_opt(cmd, optarg, &seed))
+            if (opt_seed(cmd, optarg, &seed))
                 return EXIT_USAGE;
             break;
         case 'f': force = 1; break;
@@ -714,13 +709,16 @@ static int cmd_sample(int argc, char **argv)
         int bad = 0;
         switch (ch) {
         case 'p': prompt = optarg; break;
-        case 'n': bad = parse_int_opt(cmd, "-n", optarg, 1, 4096, &n); break;
-        case 't': bad = parse_float_opt(cmd, "--temperature", optarg, &sp.temperature); break;
-        case 'P': bad = parse_float_opt(cmd, "--top-p", optarg, &sp.top_p); break;
-        case 'k': bad = parse_int_opt(cmd, "--top-k", optarg, 0, INT_MAX, &sp.top_k); break;
-        case 's': bad = parse_seed_opt(cmd, optarg, &seed); break;
+        case 'n': bad = opt_int(cmd, "-n/--num", optarg, 1, 4096, &n); break;
+        case 't':
+            bad = opt_float(cmd, "--temperature", optarg, 0, 1, TEMP_MAX, 0, &sp.temperature);
+            break;
+        case 'P': bad = opt_float(cmd, "--top-p", optarg, 0, 1, 1, 0, &sp.top_p); break;
+        case 'k': bad = opt_int(cmd, "--top-k", optarg, 0, TOP_K_MAX, &sp.top_k); break;
+        case 's': bad = opt_seed(cmd, optarg, &seed); break;
         case 'm':
-            bad = parse_int_opt(cmd, "--max-new-tokens", optarg, 1, INT_MAX, &sp.max_new_tokens);
+            bad = opt_int(cmd, "--max-new-tokens", optarg, 1, NEW_TOKENS_MAX,
+                          &sp.max_new_tokens);
             break;
         case 'v': verbose = 1; break;
         case 'h': fputs(USAGE_SAMPLE, stdout); return 0;
@@ -944,7 +942,7 @@ static int cmd_logprobs(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (ch) {
         case 't':
-            if (parse_float_opt(cmd, "--temperature", optarg, &temperature))
+            if (opt_float(cmd, "--temperature", optarg, 0, 1, TEMP_MAX, 0, &temperature))
                 return EXIT_USAGE;
             break;
         case 'h': fputs(USAGE_LOGPROBS, stdout); return 0;
@@ -1319,13 +1317,23 @@ static int cmd_grad(int argc, char **argv)
             if (loss_parse_aggregation(optarg, &lc.aggregation, &err))
                 return usage_error(cmd, "--aggregation: %s", err.msg);
             break;
-        case O_EPS_LOW: bad = parse_float_opt(cmd, "--eps-low", optarg, &lc.eps_low); break;
-        case O_EPS_HIGH: bad = parse_float_opt(cmd, "--eps-high", optarg, &lc.eps_high); break;
-        case O_BETA: bad = parse_float_opt(cmd, "--beta", optarg, &lc.beta); break;
-        case O_ENT: bad = parse_float_opt(cmd, "--entropy-coef", optarg, &lc.entropy_coef); break;
-        case O_TEMP: bad = parse_float_opt(cmd, "--temperature", optarg, &lc.temperature); break;
+        case O_EPS_LOW:
+            bad = opt_float(cmd, "--eps-low", optarg, 0, 0, EPS_MAX, 0, &lc.eps_low);
+            break;
+        case O_EPS_HIGH:
+            bad = opt_float(cmd, "--eps-high", optarg, 0, 0, EPS_MAX, 0, &lc.eps_high);
+            break;
+        case O_BETA: bad = opt_float(cmd, "--beta", optarg, 0, 0, BETA_MAX, 0, &lc.beta); break;
+        case O_ENT:
+            bad = opt_float(cmd, "--entropy-coef", optarg, 0, 0, ENTROPY_MAX, 0,
+                            &lc.entropy_coef);
+            break;
+        case O_TEMP:
+            bad = opt_float(cmd, "--temperature", optarg, 0, 1, TEMP_MAX, 0, &lc.temperature);
+            break;
         case O_MAXNEW:
-            bad = parse_int_opt(cmd, "--max-new-tokens", optarg, 1, INT_MAX, &lc.max_new_tokens);
+            bad = opt_int(cmd, "--max-new-tokens", optarg, 1, NEW_TOKENS_MAX,
+                          &lc.max_new_tokens);
             break;
         case O_DROP: lc.drop_zero_signal = 1; break;
         case 'h': fputs(USAGE_GRAD, stdout); return 0;

@@ -4,39 +4,30 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "linalg.h"
 #include "model.h"
 #include "trainer.h"
+#include "trainopt.h"
+
+#define MAX_THREADS 256
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: cohort-train [options]\n"
-            "  --out DIR              run folder (metrics.jsonl, checkpoints/) [runs/addition]\n"
-            "  --task NAME            addition | countdown | reverse | sort [addition]\n"
-            "  --digits N             addition operand digits [2]\n"
-            "  --init DIR             start from this checkpoint instead of a random policy\n"
-            "  --model-config FILE    config.json of the random policy to create\n"
-            "  --seed N               [1]\n"
-            "  --resume               continue from OUT/checkpoints/latest\n"
-            "  --sft-steps N --sft-batch N --sft-lr X --sft-warmup N\n"
-            "  --sft-demos N          SFT cycles through only N demonstrations (0 = unlimited)\n"
-            "  --sft-until ACC        end SFT at the first evaluation reaching ACC (0 = off)\n"
-            "  --raft-steps N --raft-threshold X\n"
-            "  --rl-steps N --prompts N --group-size G --rl-lr X --rl-warmup N\n"
-            "  --estimator grpo|drgrpo|rloo|reinforce|reinforce_pp\n"
-            "  --aggregation token_mean|seq_mean_token_mean|constant\n"
-            "  --eps-low X --eps-high X --beta X --entropy-coef X --temperature X\n"
-            "  --max-new-tokens N --drop-zero-signal --format-weight X\n"
-            "  --weight-decay X --grad-clip X --schedule constant|linear|cosine\n"
-            "  --eval-every N --eval-size N --ckpt-every N --log-every N --quiet\n"
-            "  --threads N            OpenBLAS threads [1]\n");
+    fprintf(f, "usage: cohort-train [--config FILE] [options]\n"
+               "Settings (as flags, or as keys of the --config JSON object: \"rl-lr\" or "
+               "\"rl_lr\"; flags given after or before --config override the file):\n");
+    topt_print_help(TOPT_TRAIN, f);
+    fprintf(f, "Run:\n"
+               "  --resume                 continue from OUT/checkpoints/latest\n"
+               "  --threads N              OpenBLAS threads; 1..%d [1]\n"
+               "  --help                   this text\n",
+            MAX_THREADS);
 }
 
 static void progress_line(const trainer_metrics *m, long total)
@@ -57,94 +48,51 @@ static void progress_line(const trainer_metrics *m, long total)
     fflush(stdout);
 }
 
-enum {
-    O_OUT = 1000, O_TASK, O_DIGITS, O_INIT, O_MCFG, O_SEED, O_RESUME, O_SFT_STEPS, O_SFT_BATCH,
-    O_SFT_LR, O_SFT_WARM, O_SFT_UNTIL, O_SFT_DEMOS, O_RAFT_STEPS, O_RAFT_THR, O_RL_STEPS, O_PROMPTS, O_GROUP, O_RL_LR,
-    O_RL_WARM, O_EST, O_AGG, O_EPS_LOW, O_EPS_HIGH, O_BETA, O_ENT, O_TEMP, O_MAXNEW, O_DROP,
-    O_FMT, O_WD, O_CLIP, O_SCHED, O_EVAL_EVERY, O_EVAL_SIZE, O_CKPT, O_LOG, O_QUIET, O_THREADS,
-    O_HELP
-};
+enum { O_RESUME = 1, O_THREADS, O_HELP };
+
+/* cohort-train's own options (everything else is trainopt.c's table) */
+typedef struct train_args {
+    int resume, threads, help;
+} train_args;
+
+static int own_option(void *ctx, int val, const char *arg, coh_err *err)
+{
+    train_args *a = ctx;
+    switch (val) {
+    case O_RESUME: a->resume = 1; return COH_OK;
+    case O_THREADS: return cli_parse_int("--threads", arg, 1, MAX_THREADS, &a->threads, err);
+    case O_HELP: a->help = 1; return COH_OK;
+    }
+    return coh_fail(err, COH_EINVAL, "unknown option");
+}
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"out", 1, 0, O_OUT}, {"task", 1, 0, O_TASK}, {"digits", 1, 0, O_DIGITS},
-        {"init", 1, 0, O_INIT}, {"model-config", 1, 0, O_MCFG}, {"seed", 1, 0, O_SEED},
-        {"resume", 0, 0, O_RESUME}, {"sft-steps", 1, 0, O_SFT_STEPS},
-        {"sft-batch", 1, 0, O_SFT_BATCH}, {"sft-lr", 1, 0, O_SFT_LR},
-        {"sft-warmup", 1, 0, O_SFT_WARM}, {"sft-until", 1, 0, O_SFT_UNTIL},
-        {"sft-demos", 1, 0, O_SFT_DEMOS}, {"raft-steps", 1, 0, O_RAFT_STEPS},
-        {"raft-threshold", 1, 0, O_RAFT_THR}, {"rl-steps", 1, 0, O_RL_STEPS},
-        {"prompts", 1, 0, O_PROMPTS}, {"group-size", 1, 0, O_GROUP}, {"rl-lr", 1, 0, O_RL_LR},
-        {"rl-warmup", 1, 0, O_RL_WARM}, {"estimator", 1, 0, O_EST},
-        {"aggregation", 1, 0, O_AGG}, {"eps-low", 1, 0, O_EPS_LOW},
-        {"eps-high", 1, 0, O_EPS_HIGH}, {"beta", 1, 0, O_BETA}, {"entropy-coef", 1, 0, O_ENT},
-        {"temperature", 1, 0, O_TEMP}, {"max-new-tokens", 1, 0, O_MAXNEW},
-        {"drop-zero-signal", 0, 0, O_DROP}, {"format-weight", 1, 0, O_FMT},
-        {"weight-decay", 1, 0, O_WD}, {"grad-clip", 1, 0, O_CLIP}, {"schedule", 1, 0, O_SCHED},
-        {"eval-every", 1, 0, O_EVAL_EVERY}, {"eval-size", 1, 0, O_EVAL_SIZE},
-        {"ckpt-every", 1, 0, O_CKPT}, {"log-every", 1, 0, O_LOG}, {"quiet", 0, 0, O_QUIET},
-        {"threads", 1, 0, O_THREADS}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+    static const struct option own[] = {{"resume", no_argument, NULL, O_RESUME},
+                                        {"threads", required_argument, NULL, O_THREADS},
+                                        {"help", no_argument, NULL, O_HELP},
+                                        {NULL, 0, NULL, 0}};
     la_blas_autoselect(argv);
     trainer_config c = trainer_config_default();
-    int resume = 0, threads = 1, opt;
+    train_args a = {.threads = 1};
     coh_err err;
     coh_err_clear(&err);
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int rc = COH_OK;
-        switch (opt) {
-        case O_OUT: snprintf(c.out_dir, sizeof c.out_dir, "%s", optarg); break;
-        case O_TASK: snprintf(c.task, sizeof c.task, "%s", optarg); break;
-        case O_DIGITS: c.task_cfg.digits = atoi(optarg); break;
-        case O_INIT: snprintf(c.init_from, sizeof c.init_from, "%s", optarg); break;
-        case O_MCFG: rc = model_config_load(optarg, &c.model, &err); break;
-        case O_SEED: c.seed = strtoull(optarg, NULL, 10); break;
-        case O_RESUME: resume = 1; break;
-        case O_SFT_STEPS: c.sft_steps = atoi(optarg); break;
-        case O_SFT_BATCH: c.sft_batch = atoi(optarg); break;
-        case O_SFT_LR: c.sft_lr = strtof(optarg, NULL); break;
-        case O_SFT_WARM: c.sft_warmup = atoi(optarg); break;
-        case O_SFT_UNTIL: c.sft_until = strtof(optarg, NULL); break;
-        case O_SFT_DEMOS: c.sft_demos = atoi(optarg); break;
-        case O_RAFT_STEPS: c.raft_steps = atoi(optarg); break;
-        case O_RAFT_THR: c.raft_threshold = strtof(optarg, NULL); break;
-        case O_RL_STEPS: c.rl_steps = atoi(optarg); break;
-        case O_PROMPTS: c.prompts_per_step = atoi(optarg); break;
-        case O_GROUP: c.group_size = atoi(optarg); break;
-        case O_RL_LR: c.rl_lr = strtof(optarg, NULL); break;
-        case O_RL_WARM: c.rl_warmup = atoi(optarg); break;
-        case O_EST: rc = loss_parse_estimator(optarg, &c.loss.estimator, &err); break;
-        case O_AGG: rc = loss_parse_aggregation(optarg, &c.loss.aggregation, &err); break;
-        case O_EPS_LOW: c.loss.eps_low = strtof(optarg, NULL); break;
-        case O_EPS_HIGH: c.loss.eps_high = strtof(optarg, NULL); break;
-        case O_BETA: c.loss.beta = strtof(optarg, NULL); break;
-        case O_ENT: c.loss.entropy_coef = strtof(optarg, NULL); break;
-        case O_TEMP: c.loss.temperature = strtof(optarg, NULL); break;
-        case O_MAXNEW: c.sampling.max_new_tokens = atoi(optarg); break;
-        case O_DROP: c.loss.drop_zero_signal = 1; break;
-        case O_FMT: c.format_weight = strtof(optarg, NULL); break;
-        case O_WD: c.optim.weight_decay = strtof(optarg, NULL); break;
-        case O_CLIP: c.optim.grad_clip = strtof(optarg, NULL); break;
-        case O_SCHED: rc = optim_parse_schedule(optarg, &c.optim.schedule, &err); break;
-        case O_EVAL_EVERY: c.eval_every = atoi(optarg); break;
-        case O_EVAL_SIZE: c.eval_size = atoi(optarg); break;
-        case O_CKPT: c.ckpt_every = atoi(optarg); break;
-        case O_LOG: c.log_every_sft = atoi(optarg); break;
-        case O_QUIET: c.quiet = 1; break;
-        case O_THREADS: threads = atoi(optarg); break;
-        case O_HELP: usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-        if (rc) {
-            fprintf(stderr, "cohort-train: %s\n", err.msg);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "cohort-train: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
+    int first = argc;
+    if (topt_parse_args(&c, TOPT_TRAIN, argc, argv, NULL, own, own_option, &a, &first, &err)) {
+        fprintf(stderr, "cohort-train: %s\n", err.msg);
         return 2;
     }
+    if (a.help) {
+        usage(stdout);
+        return 0;
+    }
+    if (first < argc) {
+        fprintf(stderr, "cohort-train: unexpected argument '%s'; every setting is a --flag "
+                        "(--help lists them)\n",
+                argv[first]);
+        return 2;
+    }
+    int resume = a.resume, threads = a.threads;
     la_set_threads(threads);
 
     trainer *t = NULL;

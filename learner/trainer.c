@@ -15,6 +15,7 @@
 #include "safetensors.h"
 #include "softmax.h"
 #include "tokenizer.h"
+#include "trainopt.h"
 
 enum { PHASE_SFT, PHASE_RAFT, PHASE_RL, PHASE_DONE };
 static const char *const phase_names[] = {"sft", "raft", "rl", "done"};
@@ -48,7 +49,19 @@ struct trainer {
     /* sampling scratch for one group */
     int *s_tok, *s_len;
     float *s_lp;
+    /* trainer_set_checkpoint_file: an extra file in every checkpoint folder */
+    char extra_name[64];
+    char *extra_text;
 };
+
+static const char *const k_drop_names[TRAINER_DROP_N] = {
+    "zero_signal", "stale", "reward_failed", "invalid", "temperature", "lease_expired",
+    "lease_lost"};
+
+const char *trainer_drop_name(int reason)
+{
+    return reason >= 0 && reason < TRAINER_DROP_N ? k_drop_names[reason] : "unknown";
+}
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
@@ -145,99 +158,34 @@ static int encode_prompt(const trainer *t, const char *text, int *ids, int cap, 
 
 /* ---- settings record ------------------------------------------------------------------------ */
 
-/* The algorithm settings, recorded in checkpoints and at the head of the metrics file. */
+/* Every setting of the run (trainopt.c's table), recorded in checkpoints and at the head of
+ * the metrics file. */
 static cJSON *settings_json(const trainer_config *c)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "task", c->task);
-    cJSON_AddStringToObject(o, "estimator", loss_estimator_name(c->loss.estimator));
-    cJSON_AddStringToObject(o, "kl_estimator", "k3");
-    cJSON_AddStringToObject(o, "kl_placement",
-                            c->loss.estimator == EST_REINFORCE_PP ? "reward" : "loss");
-    cJSON_AddStringToObject(o, "aggregation", loss_aggregation_name(c->loss.aggregation));
-    cJSON_AddNumberToObject(o, "eps_low", c->loss.eps_low);
-    cJSON_AddNumberToObject(o, "eps_high", c->loss.eps_high);
-    cJSON_AddNumberToObject(o, "beta", c->loss.beta);
-    cJSON_AddNumberToObject(o, "entropy_coef", c->loss.entropy_coef);
-    cJSON_AddNumberToObject(o, "temperature", c->loss.temperature);
-    cJSON_AddNumberToObject(o, "max_new_tokens", c->sampling.max_new_tokens);
-    cJSON_AddBoolToObject(o, "drop_zero_signal", c->loss.drop_zero_signal);
-    cJSON_AddNumberToObject(o, "sft_steps", c->sft_steps);
-    cJSON_AddNumberToObject(o, "sft_batch", c->sft_batch);
-    cJSON_AddNumberToObject(o, "sft_lr", c->sft_lr);
-    cJSON_AddNumberToObject(o, "sft_until", c->sft_until);
-    cJSON_AddNumberToObject(o, "sft_demos", c->sft_demos);
-    cJSON_AddNumberToObject(o, "raft_steps", c->raft_steps);
-    cJSON_AddNumberToObject(o, "raft_threshold", c->raft_threshold);
-    cJSON_AddNumberToObject(o, "rl_steps", c->rl_steps);
-    cJSON_AddNumberToObject(o, "rl_lr", c->rl_lr);
-    cJSON_AddNumberToObject(o, "prompts_per_step", c->prompts_per_step);
-    cJSON_AddNumberToObject(o, "group_size", c->group_size);
-    cJSON_AddNumberToObject(o, "weight_decay", c->optim.weight_decay);
-    cJSON_AddNumberToObject(o, "grad_clip", c->optim.grad_clip);
-    cJSON_AddNumberToObject(o, "adam_beta1", c->optim.beta1);
-    cJSON_AddNumberToObject(o, "adam_beta2", c->optim.beta2);
-    cJSON_AddStringToObject(o, "lr_schedule", optim_schedule_name(c->optim.schedule));
-    cJSON_AddNumberToObject(o, "seed", (double)c->seed);
-    return o;
+    return topt_to_json(c);
 }
 
-/* Restore algorithm settings recorded in a checkpoint (step counts are the caller's). */
+/* Restore the settings recorded in a checkpoint: all but how and where this process runs
+ * (topt_merge_resume); step counts are the caller's, within the rule below. */
 static int settings_apply(trainer_config *c, const cJSON *o, long step, coh_err *err)
 {
-#define NUM(key, dst)                                                              \
-    do {                                                                           \
-        const cJSON *it_ = cJSON_GetObjectItemCaseSensitive(o, key);               \
-        if (cJSON_IsNumber(it_))                                                   \
-            dst = it_->valuedouble;                                                \
-    } while (0)
-    const cJSON *s;
-    int rc;
-    s = cJSON_GetObjectItemCaseSensitive(o, "estimator");
-    if (cJSON_IsString(s) && (rc = loss_parse_estimator(s->valuestring, &c->loss.estimator, err)))
-        return rc;
-    s = cJSON_GetObjectItemCaseSensitive(o, "aggregation");
-    if (cJSON_IsString(s) &&
-        (rc = loss_parse_aggregation(s->valuestring, &c->loss.aggregation, err)))
-        return rc;
-    s = cJSON_GetObjectItemCaseSensitive(o, "lr_schedule");
-    if (cJSON_IsString(s) && (rc = optim_parse_schedule(s->valuestring, &c->optim.schedule, err)))
-        return rc;
-    s = cJSON_GetObjectItemCaseSensitive(o, "task");
-    if (cJSON_IsString(s))
-        snprintf(c->task, sizeof c->task, "%s", s->valuestring);
-    double v;
-    v = c->loss.eps_low; NUM("eps_low", v); c->loss.eps_low = (float)v;
-    v = c->loss.eps_high; NUM("eps_high", v); c->loss.eps_high = (float)v;
-    v = c->loss.beta; NUM("beta", v); c->loss.beta = (float)v;
-    v = c->loss.entropy_coef; NUM("entropy_coef", v); c->loss.entropy_coef = (float)v;
-    v = c->loss.temperature; NUM("temperature", v); c->loss.temperature = (float)v;
-    v = c->sampling.max_new_tokens; NUM("max_new_tokens", v); c->sampling.max_new_tokens = (int)v;
-    v = c->sft_batch; NUM("sft_batch", v); c->sft_batch = (int)v;
-    v = c->sft_lr; NUM("sft_lr", v); c->sft_lr = (float)v;
-    v = c->raft_threshold; NUM("raft_threshold", v); c->raft_threshold = (float)v;
-    v = c->rl_lr; NUM("rl_lr", v); c->rl_lr = (float)v;
-    v = c->prompts_per_step; NUM("prompts_per_step", v); c->prompts_per_step = (int)v;
-    v = c->group_size; NUM("group_size", v); c->group_size = (int)v;
-    v = c->optim.weight_decay; NUM("weight_decay", v); c->optim.weight_decay = (float)v;
-    v = c->optim.grad_clip; NUM("grad_clip", v); c->optim.grad_clip = (float)v;
-    v = c->optim.beta1; NUM("adam_beta1", v); c->optim.beta1 = (float)v;
-    v = c->optim.beta2; NUM("adam_beta2", v); c->optim.beta2 = (float)v;
-    v = (double)c->seed; NUM("seed", v); c->seed = (uint64_t)v;
-    s = cJSON_GetObjectItemCaseSensitive(o, "drop_zero_signal");
-    if (cJSON_IsBool(s))
-        c->loss.drop_zero_signal = cJSON_IsTrue(s);
-    v = c->sft_until; NUM("sft_until", v); c->sft_until = (float)v;
-    v = c->sft_demos; NUM("sft_demos", v); c->sft_demos = (int)v;
+    int rc = topt_merge_resume(c, o, err);
+    if (rc)
+        return coh_wrap(err, rc, "the checkpoint's settings");
     /* A completed phase keeps its recorded length (the step -> phase mapping depends on it);
-     * a phase still to finish may be lengthened from the command line. */
-    v = -1; NUM("sft_steps", v);
-    if (v >= 0 && (step >= (long)v || (int)v > c->sft_steps))
-        c->sft_steps = (int)v;
-    v = -1; NUM("raft_steps", v);
-    if (v >= 0 && (step >= (long)v + c->sft_steps || (int)v > c->raft_steps))
-        c->raft_steps = (int)v;
-#undef NUM
+     * a phase still to finish may be lengthened from the command line. (Validated above.) */
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "sft_steps");
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0) {
+        int rec = (int)v->valuedouble;
+        if (step >= (long)rec || rec > c->sft_steps)
+            c->sft_steps = rec;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(o, "raft_steps");
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0) {
+        int rec = (int)v->valuedouble;
+        if (step >= (long)rec + c->sft_steps || rec > c->raft_steps)
+            c->raft_steps = rec;
+    }
     c->sampling.temperature = c->loss.temperature;
     c->loss.max_new_tokens = c->sampling.max_new_tokens;
     return COH_OK;
@@ -400,6 +348,54 @@ static int resume_from_latest(trainer *t, coh_err *err)
     return COH_OK;
 }
 
+/* Positions a sampled sequence may need: <bos>, the task's longest prompt (the built-in
+ * tokenizer has one token per character, and the tasks' text is ASCII) and max_new_tokens. */
+static int positions_needed(const trainer_config *c, const task *tk)
+{
+    return 1 + task_max_prompt_len(tk) + c->sampling.max_new_tokens;
+}
+
+/* The default random policy (no --model-config, no --init): raise max_position_embeddings
+ * so that the longest prompt plus --max-new-tokens fits. */
+static int fit_default_model(trainer_config *c, coh_err *err)
+{
+    task_config tc = c->task_cfg;
+    tc.seed = c->seed;
+    task *tk = NULL;
+    int rc = task_create(c->task, &tc, &tk, err);
+    if (rc)
+        return rc;
+    int need = positions_needed(c, tk);
+    task_destroy(tk);
+    if (need > c->model.max_seq)
+        c->model.max_seq = need;
+    return COH_OK;
+}
+
+/* A given policy (config, checkpoint) must hold the longest prompt plus max_new_tokens. */
+static int check_room(const trainer_config *c, const task *tk, const model *policy,
+                      coh_err *err)
+{
+    int have = model_get_config(policy)->max_seq, need = positions_needed(c, tk);
+    if (need <= have)
+        return COH_OK;
+    int prompt = need - c->sampling.max_new_tokens;
+    if (prompt >= have)
+        return coh_fail(err, COH_ERANGE,
+                        "the longest %s prompt takes %d positions (<bos> included) but the "
+                        "policy's max_position_embeddings is %d, leaving no room for "
+                        "--max-new-tokens; use a model config with max_position_embeddings >= "
+                        "%d",
+                        task_name(tk), prompt, have, need);
+    return coh_fail(err, COH_ERANGE,
+                    "--max-new-tokens %d does not fit the policy: the longest %s prompt takes %d "
+                    "positions (<bos> included) and the policy's max_position_embeddings is %d; "
+                    "use --max-new-tokens %d or less, or a model config with "
+                    "max_position_embeddings >= %d",
+                    c->sampling.max_new_tokens, task_name(tk), prompt, have, have - prompt,
+                    need);
+}
+
 int trainer_create(const trainer_config *c, int resume, trainer **out, coh_err *err)
 {
     *out = NULL;
@@ -436,6 +432,8 @@ int trainer_create(const trainer_config *c, int resume, trainer **out, coh_err *
                 goto fail;
             }
         } else {
+            if (!t->c.model_from_config && (rc = fit_default_model(&t->c, err)))
+                goto fail;
             if ((rc = tok_create_default(&t->tok, err)))
                 goto fail;
             t->c.model.vocab_size = tok_vocab_size(t->tok);
@@ -446,8 +444,11 @@ int trainer_create(const trainer_config *c, int resume, trainer **out, coh_err *
         if ((rc = optimizer_create(t, err)))
             goto fail;
     }
+    t->c.model = *model_get_config(t->policy); /* the settings record the policy's own */
     t->c.task_cfg.seed = t->c.seed;
     if ((rc = task_create(t->c.task, &t->c.task_cfg, &t->task, err)))
+        goto fail;
+    if ((rc = check_room(&t->c, t->task, t->policy, err)))
         goto fail;
     if (t->c.eval_size > task_eval_size(t->task))
         t->c.eval_size = task_eval_size(t->task);
@@ -486,6 +487,7 @@ void trainer_destroy(trainer *t)
     free(t->s_tok);
     free(t->s_lp);
     free(t->s_len);
+    free(t->extra_text);
     free(t);
 }
 
@@ -534,10 +536,46 @@ int trainer_checkpoint(trainer *t, coh_err *err)
     free(text);
     if (rc)
         return rc;
+    if (t->extra_text) {
+        snprintf(path, sizeof path, "%s/%s", dir, t->extra_name);
+        if ((rc = fs_write_atomic(path, t->extra_text, strlen(t->extra_text), err)))
+            return rc;
+    }
     char name[32];
     int nl = snprintf(name, sizeof name, "step-%06ld\n", t->step);
     snprintf(path, sizeof path, "%s/checkpoints/latest", t->c.out_dir);
     return fs_write_atomic(path, name, (size_t)nl, err);
+}
+
+int trainer_set_checkpoint_file(trainer *t, const char *name, const char *text, coh_err *err)
+{
+    if (!name || !name[0] || strlen(name) >= sizeof t->extra_name || strchr(name, '/'))
+        return coh_fail(err, COH_EINVAL, "checkpoint file name must be a plain file name");
+    char *copy = NULL;
+    if (text && !(copy = strdup(text)))
+        return coh_fail(err, COH_ENOMEM, "out of memory");
+    free(t->extra_text);
+    t->extra_text = copy;
+    snprintf(t->extra_name, sizeof t->extra_name, "%s", name);
+    return COH_OK;
+}
+
+int trainer_latest_checkpoint(const trainer *t, char *buf, size_t cap, coh_err *err)
+{
+    char path[1024], *text = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/checkpoints/latest", t->c.out_dir);
+    int rc = fs_read_all(path, &text, &len, err);
+    if (rc)
+        return coh_fail(err, COH_ENOTFOUND, "no checkpoint in %s/checkpoints", t->c.out_dir);
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+        text[--len] = 0;
+    if ((size_t)snprintf(buf, cap, "%s/checkpoints/%s", t->c.out_dir, text) >= cap) {
+        free(text);
+        return coh_fail(err, COH_ERANGE, "checkpoint path too long");
+    }
+    free(text);
+    return COH_OK;
 }
 
 /* ---- evaluation ---------------------------------------------------------------------------- */
@@ -719,6 +757,14 @@ static void write_metrics(trainer *t, const trainer_metrics *m)
     PUT("logp_max_abs_diff", m->logp_max_abs_diff);
     PUT("groups_used", m->groups_used);
     PUT("groups_dropped", m->groups_dropped);
+    cJSON *dr = cJSON_AddObjectToObject(o, "groups_dropped_by_reason");
+    for (int i = 0; i < TRAINER_DROP_N; i++)
+        cJSON_AddNumberToObject(dr, k_drop_names[i], (double)m->dropped_by_reason[i]);
+    if (m->seq_last > 0) {
+        cJSON *sq = cJSON_AddArrayToObject(o, "groups_seq");
+        cJSON_AddItemToArray(sq, cJSON_CreateNumber((double)m->seq_first));
+        cJSON_AddItemToArray(sq, cJSON_CreateNumber((double)m->seq_last));
+    }
     PUT("skipped", m->skipped);
     PUT("time_s", m->time_s);
 #undef PUT
@@ -857,6 +903,7 @@ static int step_learn(trainer *t, int phase, long ps, const loss_config *lc,
     m->logp_max_abs_diff = lc->mode == LOSS_RL ? ls.max_abs_logp_diff : 0.0;
     m->groups_used = phase == PHASE_SFT ? B : as.groups - as.dropped_groups;
     m->groups_dropped = as.dropped_groups;
+    m->dropped_by_reason[TRAINER_DROP_ZERO_SIGNAL] = as.dropped_groups;
     return COH_OK;
 }
 
@@ -880,9 +927,11 @@ static int step_end(trainer *t, int phase, trainer_metrics *m, coh_err *err)
     }
     m->time_s = t->time_base + now_s() - t->t0;
     write_metrics(t, m);
-    if ((c->ckpt_every > 0 && t->step % c->ckpt_every == 0) || !trainer_has_next(t))
+    if ((c->ckpt_every > 0 && t->step % c->ckpt_every == 0) || !trainer_has_next(t)) {
         if ((rc = trainer_checkpoint(t, err)))
             return rc;
+        m->checkpointed = 1;
+    }
     return COH_OK;
 }
 
@@ -961,6 +1010,13 @@ int trainer_in_rl(const trainer *t)
 int trainer_step_groups(trainer *t, const trainer_group *groups, int n, trainer_metrics *m,
                         coh_err *err)
 {
+    return trainer_step_groups_ex(t, groups, n, NULL, 0, 0, m, err);
+}
+
+int trainer_step_groups_ex(trainer *t, const trainer_group *groups, int n,
+                           const long *refused, uint64_t seq_first, uint64_t seq_last,
+                           trainer_metrics *m, coh_err *err)
+{
     int phase, rc;
     long ps;
     loss_config lc;
@@ -1000,5 +1056,11 @@ int trainer_step_groups(trainer *t, const trainer_group *groups, int n, trainer_
     m->staleness_mean = ncomp ? staleness / (double)ncomp : 0.0;
     if ((rc = step_learn(t, phase, ps, &lc, &oc, B, m, err)))
         return rc;
+    for (int i = 0; refused && i < TRAINER_DROP_N; i++) {
+        m->dropped_by_reason[i] += refused[i];
+        m->groups_dropped += (int)refused[i];
+    }
+    m->seq_first = seq_first;
+    m->seq_last = seq_last;
     return step_end(t, phase, m, err);
 }

@@ -37,6 +37,9 @@ typedef struct trainer_config {
     task_config task_cfg;
     char init_from[512];    /* start from this checkpoint folder instead of random ("" = random) */
     model_config model;     /* used when init_from is empty */
+    int model_from_config;  /* 1: `model` was given (--model-config) and is used as is; 0: the
+                             * default, whose max_seq trainer_create raises so that the task's
+                             * longest prompt plus max_new_tokens fits */
     uint64_t seed;
 
     int sft_steps, sft_batch;
@@ -65,6 +68,9 @@ typedef struct trainer_config {
     int ckpt_every;         /* checkpoint every N steps (and at the end); 0 = only at the end */
     int log_every_sft;      /* progress line every N SFT steps (RL prints every step) */
     int quiet;              /* no progress lines */
+    char prompts_file[512]; /* cohort-learner: RL prompts from this JSON Lines file ("" =
+                             * the task's generator); the settings record then says
+                             * "task": "file" */
 } trainer_config;
 
 /* Defaults that learn 3-digit addition on this machine (see learning-calibration notes). */
@@ -77,6 +83,24 @@ typedef struct trainer trainer; /* opaque */
 int trainer_create(const trainer_config *c, int resume, trainer **out, coh_err *err);
 void trainer_destroy(trainer *t);
 
+/* Why a group was left out of training. The trainer itself drops only zero-signal groups
+ * (dynamic sampling); the distributed learner counts the groups it refused before they reached
+ * the buffer and hands those counts to trainer_step_groups, so every step's record carries
+ * all of them. Names (metrics key "groups_dropped_by_reason"): "zero_signal", "stale",
+ * "reward_failed", "invalid", "temperature", "lease_expired", "lease_lost". */
+typedef enum trainer_drop_reason {
+    TRAINER_DROP_ZERO_SIGNAL,  /* all rewards of the group equal (with --drop-zero-signal) */
+    TRAINER_DROP_STALE,        /* sampled with a version older than max_staleness allows */
+    TRAINER_DROP_REWARD_FAILED,/* the reward service could not score some items */
+    TRAINER_DROP_INVALID,      /* malformed (shapes, token ids, non-finite numbers) */
+    TRAINER_DROP_TEMPERATURE,  /* sampled at another temperature than the learner's */
+    TRAINER_DROP_LEASE_EXPIRED,/* submitted after its lease expired */
+    TRAINER_DROP_LEASE_LOST,   /* unknown actor or lease, lease returned or of a dead actor */
+    TRAINER_DROP_N
+} trainer_drop_reason;
+
+const char *trainer_drop_name(int reason); /* "unknown" outside the enum */
+
 /* Metrics of one step (the fields of DESIGN.md's metrics file). */
 typedef struct trainer_metrics {
     long step;
@@ -86,7 +110,10 @@ typedef struct trainer_metrics {
     double kl, clip_frac, entropy, grad_norm, lr;
     double learner_tokens_per_s, sampler_tokens_per_s, staleness_mean;
     double logp_max_abs_diff;
-    int groups_used, groups_dropped, skipped;
+    int groups_used, groups_dropped, skipped;  /* groups_dropped: sum of dropped_by_reason */
+    long dropped_by_reason[TRAINER_DROP_N];    /* this step's drops, by trainer_drop_reason */
+    uint64_t seq_first, seq_last;  /* acceptance numbers of the groups trained (0 0: none) */
+    int checkpointed;              /* 1 when this step wrote a checkpoint */
     double time_s;
 } trainer_metrics;
 
@@ -125,6 +152,20 @@ int trainer_in_rl(const trainer *t);
  * by the caller. COH_ESTATE outside the RL phase. */
 int trainer_step_groups(trainer *t, const trainer_group *groups, int n, trainer_metrics *m,
                         coh_err *err);
+/* The same, for the distributed learner: refused[TRAINER_DROP_N] (may be NULL) are the
+ * groups refused since the previous step, added to this step's dropped_by_reason; seq_first
+ * and seq_last (the acceptance numbers of the groups, 0 0 when none) go to the metrics
+ * record, so that a log proves which accepted groups each step trained. */
+int trainer_step_groups_ex(trainer *t, const trainer_group *groups, int n,
+                           const long *refused, uint64_t seq_first, uint64_t seq_last,
+                           trainer_metrics *m, coh_err *err);
+/* A file written into every checkpoint folder from now on (before OUT/checkpoints/latest
+ * names it), e.g. the learner service's cluster state: name is a plain file name, text is
+ * copied. NULL text stops writing it. Call only while no step runs. */
+int trainer_set_checkpoint_file(trainer *t, const char *name, const char *text, coh_err *err);
+/* The folder of the newest checkpoint (OUT/checkpoints/step-NNNNNN) into buf, or COH_ENOTFOUND
+ * when there is none. */
+int trainer_latest_checkpoint(const trainer *t, char *buf, size_t cap, coh_err *err);
 /* Greedy accuracy on the first n held-out prompts (n <= 0: eval_size). */
 int trainer_evaluate(trainer *t, int n, double *accuracy, coh_err *err);
 /* Write a checkpoint of the current state now. */

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "cli.h"
 #include "cohort/v1/reward.pb-c.h"
 #include "cohort/v1/verifier.pb-c.h"
 #include "fsutil.h"
@@ -317,6 +318,8 @@ static void on_signal(uv_signal_t *h, int signum)
     rpc_server_shutdown(s->server, on_server_done, s);
 }
 
+#define STATS_EVERY_MAX 86400 /* --stats-every: at most a day (0 = never) */
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: cohort-reward [--listen HOST:PORT] [--config reward.json] [--workers N]\n"
@@ -337,23 +340,29 @@ int main(int argc, char **argv)
     const char *listen = "0.0.0.0:50052", *config = NULL, *token = getenv("COHORT_TOKEN");
     const char *cert = NULL, *key = NULL, *vtoken = NULL;
     int workers = 4, stats_every = 30, opt;
+    coh_err aerr;
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        int bad = 0;
         switch (opt) {
         case 'l': listen = optarg; break;
         case 'c': config = optarg; break;
-        case 'w': workers = atoi(optarg); break;
+        case 'w':
+            bad = cli_parse_int("--workers", optarg, 1, MAX_SCORERS, &workers, &aerr);
+            break;
         case 't': token = optarg; break;
         case 'C': cert = optarg; break;
         case 'K': key = optarg; break;
         case 'v': vtoken = optarg; break;
-        case 's': stats_every = atoi(optarg); break;
+        case 's':
+            bad = cli_parse_int("--stats-every", optarg, 0, STATS_EVERY_MAX, &stats_every, &aerr);
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
-    }
-    if (workers < 1 || workers > MAX_SCORERS) {
-        fprintf(stderr, "cohort-reward: --workers must be 1..%d\n", MAX_SCORERS);
-        return 2;
+        if (bad) {
+            fprintf(stderr, "cohort-reward: %s\n", aerr.msg);
+            return 2;
+        }
     }
     char wbuf[16];
     snprintf(wbuf, sizeof wbuf, "%d", workers);

@@ -626,6 +626,32 @@ int task_train_item(const task *t, uint64_t index, task_item *out)
 
 int task_eval_size(const task *t) { return t ? t->n_eval : 0; }
 
+static int decimal_digits(long v)
+{
+    int d = 1;
+    while (v >= 10) {
+        v /= 10;
+        d++;
+    }
+    return d;
+}
+
+int task_max_prompt_len(const task *t)
+{
+    if (!t)
+        return 0;
+    const task_config *c = &t->cfg;
+    switch (t->kind) {
+    case TASK_ADDITION: return 2 * c->digits + 2;                    /* "A+B=" */
+    case TASK_COUNTDOWN:                                             /* "n,n,n>T:" */
+        return c->n_numbers * (decimal_digits(c->max_number) + 1) +
+               decimal_digits(c->max_target) + 1;
+    case TASK_REVERSE: return 4 + c->max_len + 1;                    /* "rev:s=" */
+    case TASK_SORT: return 5 + c->max_len + 1;                       /* "sort:s=" */
+    }
+    return TASK_TEXT_MAX - 1;
+}
+
 int task_eval_item(const task *t, int i, task_item *out)
 {
     if (!t || !out || i < 0 || i >= t->n_eval)

@@ -83,6 +83,9 @@ const char *task_name(const task *t);
  * or COH_EINVAL for bad arguments (never expected for a task that task_create accepted). */
 int task_train_item(const task *t, uint64_t index, task_item *out);
 int task_eval_size(const task *t);
+/* The longest prompt text (characters, <bos> not counted) the task's generator can produce
+ * with its config: every training and held-out prompt is at most this long. */
+int task_max_prompt_len(const task *t);
 /* Held-out item i, 0 <= i < task_eval_size. */
 int task_eval_item(const task *t, int i, task_item *out);
 

@@ -8,10 +8,11 @@
 # usage: bash tests/actor.test.sh BUILD_DIR
 set -euo pipefail
 BUILD=${1:?usage: actor.test.sh BUILD_DIR}
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/ctl_poll.sh"
 for b in cohort-learner cohort-actor cohort-reward; do
     if [ ! -x "$BUILD/$b" ]; then
-        echo "SKIP: $BUILD/$b does not exist (yet)"
-        exit 0
+        echo "FAIL: $BUILD/$b is not built (build the tree first: cmake --build $BUILD)" >&2
+        exit 1
     fi
 done
 PY=/usr/bin/python3
@@ -70,6 +71,9 @@ RPID=$!; PIDS+=($RPID)
     --rl-steps 100000 --prompts 2 --group-size 4 --heartbeat-ms 300 --lease-ttl-ms 2000 \
     --eval-every 0 --ckpt-every 0 --max-staleness 4 > learner.out 2>&1 &
 LPID=$!; PIDS+=($LPID)
+# an operator watching all along (cohortctl status / workers in the background)
+ctl_poll_start "$BUILD/cohortctl" "$WORK/ctl_poll.log" --learner "127.0.0.1:$LPORT"
+PIDS+=($CTL_POLL_PID)
 
 ACTOR=("$BUILD/cohort-actor" --learner "127.0.0.1:$LPORT" --reward "127.0.0.1:$RPORT" --threads 1)
 "${ACTOR[@]}" --name a1 --seed 1 > a1.out 2>&1 &
@@ -117,6 +121,7 @@ grep -q "stopped: [1-9][0-9]* groups submitted" a2.out || fail "a2 submitted no 
 if grep -q "ERROR: AddressSanitizer\|runtime error:" a2.out; then fail "sanitizer report in a2"; fi
 echo "a2: SIGTERM -> $(grep -E "returned [0-9]+ of" a2.out | tail -1 | sed 's/.*: //'), exit 0"
 [ "$(lease_field returned)" -ge 1 ] || fail "the learner's status counts no returned lease"
+ctl_poll_stop --need-answer || fail "cohortctl polling"
 
 kill -TERM "$LPID" 2>/dev/null || true
 for _ in $(seq 50); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.1; done

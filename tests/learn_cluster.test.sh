@@ -13,7 +13,7 @@ set -euo pipefail
 BUILD=${1:?usage: learn_cluster.test.sh BUILD_DIR}
 PY=/usr/bin/python3
 for b in cohort-learner cohort-reward cohort-actor; do
-  [ -x "$BUILD/$b" ] || { echo "SKIP: $BUILD/$b is not built"; exit 0; }
+  [ -x "$BUILD/$b" ] || { echo "FAIL: $BUILD/$b is not built (build the tree first: cmake --build $BUILD)" >&2; exit 1; }
 done
 WORK="$(mktemp -d)"
 PIDS=()

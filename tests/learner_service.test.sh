@@ -11,6 +11,7 @@
 set -euo pipefail
 BUILD=${1:?usage: learner_service.test.sh BUILD_DIR}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/tests/ctl_poll.sh"
 PY=/usr/bin/python3
 WORK="$(mktemp -d)"
 LPID=""
@@ -21,6 +22,8 @@ PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); prin
 COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT" --out run --sft-steps 3 \
   --rl-steps 3 --prompts 1 --group-size 2 --eval-every 0 --ckpt-every 0 > learner.out 2>&1 &
 LPID=$!
+# an operator watching all along (cohortctl status / workers in the background)
+ctl_poll_start "$BUILD/cohortctl" "$WORK/ctl_poll.log" --learner "127.0.0.1:$PORT"
 
 "$PY" - "$ROOT" "$PORT" "$WORK" <<'PY' || { echo "FAIL: learner output:"; cat learner.out; exit 1; }
 import json, os, sys, time, zlib
@@ -125,7 +128,7 @@ PY
 # cohortctl against the same learner
 CTL="$BUILD/cohortctl --learner 127.0.0.1:$PORT"
 $CTL status > status.txt || { echo "FAIL: cohortctl status"; exit 1; }
-grep -q "^step " status.txt && grep -q "actors 1" status.txt && grep -q "groups dropped: stale 1" status.txt || { echo "FAIL: status: $(cat status.txt)"; exit 1; }
+grep -q "^step " status.txt && grep -q "actors 1" status.txt && grep -q "groups dropped:.* stale 1 " status.txt || { echo "FAIL: status: $(cat status.txt)"; exit 1; }
 $CTL workers | grep -q " py " || { echo "FAIL: cohortctl workers"; exit 1; }
 $CTL health | grep -q "^SERVING" && $CTL health cohort.v1.Monitor | grep -q "^SERVING" || { echo "FAIL: cohortctl health"; exit 1; }
 if $CTL health no.such.Service 2> /dev/null; then echo "FAIL: health of an unknown service"; exit 1; fi
@@ -142,6 +145,7 @@ $BUILD/cohortctl plot run/metrics.jsonl plot.png > /dev/null && [ -s plot.png ] 
 if $BUILD/cohortctl --learner 127.0.0.1:1 status 2> down.err; then echo "FAIL: status against nothing"; exit 1; fi
 grep -q "UNAVAILABLE" down.err || { echo "FAIL: unclear message: $(cat down.err)"; exit 1; }
 
+ctl_poll_stop --need-answer || exit 1
 kill -TERM "$LPID"
 for _ in $(seq 300); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$LPID" 2>/dev/null; then echo "FAIL: cohort-learner did not stop on SIGTERM" >&2; cat learner.out; exit 1; fi

@@ -10,7 +10,7 @@
 set -euo pipefail
 BUILD=${1:?usage: monitor_port.test.sh BUILD_DIR}
 for b in cohort-learner cohortctl; do
-    [ -x "$BUILD/$b" ] || { echo "SKIP: $BUILD/$b does not exist (yet)"; exit 0; }
+    [ -x "$BUILD/$b" ] || { echo "FAIL: $BUILD/$b is not built (build the tree first: cmake --build $BUILD)" >&2; exit 1; }
 done
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY=/usr/bin/python3

@@ -12,7 +12,7 @@ BUILD=${1:?usage: prompt_file_verifier.test.sh BUILD_DIR}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY=/usr/bin/python3
 for b in cohort-learner cohort-reward cohort-actor; do
-  [ -x "$BUILD/$b" ] || { echo "SKIP: $BUILD/$b is not built"; exit 0; }
+  [ -x "$BUILD/$b" ] || { echo "FAIL: $BUILD/$b is not built (build the tree first: cmake --build $BUILD)" >&2; exit 1; }
 done
 WORK="$(mktemp -d)"
 PIDS=()

@@ -133,6 +133,42 @@ static void h_fail(rpc_call *call, rpc_event ev, void *data)
     rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "bad thing: the answer is 42");
 }
 
+/* Typed reasons: refuses malformed reason tokens (the handle stays valid), then fails with
+ * FAILED_PRECONDITION and the trailer "cohort-reason: lease_expired". */
+static void h_fail_reason(rpc_call *call, rpc_event ev, void *data)
+{
+    static const char too_long[] = "a_reason_token_that_is_far_too_long_for_the_trailer";
+    if (rpc_call_fail_reason(call, GRPC_STATUS_NOT_FOUND, "Lease Expired", "x") != COH_EINVAL ||
+        rpc_call_fail_reason(call, GRPC_STATUS_NOT_FOUND, too_long, "x") != COH_EINVAL ||
+        rpc_call_fail_reason(call, GRPC_STATUS_NOT_FOUND, "9lives", "x") != COH_EINVAL ||
+        rpc_call_fail_reason(call, GRPC_STATUS_OK, "lease_expired", "x") != COH_EINVAL)
+        atomic_fetch_add(&g_bad, 1);
+    if (rpc_call_fail_reason(call, GRPC_STATUS_FAILED_PRECONDITION, "lease_expired",
+                             "lease 7 expired 2 s ago") != COH_OK)
+        atomic_fetch_add(&g_bad, 1);
+}
+
+/* Server stream: one message "one", then (while its send is in flight) the end with
+ * ABORTED and "cohort-reason: stale_version". */
+static void h_stream_reason(rpc_call *call, rpc_event ev, void *data)
+{
+    if (rpc_call_send(call, (const uint8_t *)"one", 3, NULL, NULL) != COH_OK)
+        atomic_fetch_add(&g_bad, 1);
+    if (rpc_call_finish_reason(call, GRPC_STATUS_ABORTED, "stale_version",
+                               "sampled with version 3, oldest accepted is 5") != COH_OK)
+        atomic_fetch_add(&g_bad, 1);
+}
+
+/* Client stream: reads every message, then refuses with RESOURCE_EXHAUSTED and
+ * "cohort-reason: buffer_full". */
+static void h_refuse(rpc_call *call, rpc_event ev, void *data)
+{
+    if (ev == RPC_EV_END &&
+        rpc_call_fail_reason(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "buffer_full",
+                             "the buffer holds 64 of 64 groups") != COH_OK)
+        atomic_fetch_add(&g_bad, 1);
+}
+
 static void hang_cancelled(rpc_call *call, void *data)
 {
     atomic_fetch_add(&g_cancels, 1);
@@ -315,6 +351,9 @@ static void *server_main(void *arg)
         {"/test.Echo/Stream", RPC_SERVER_STREAM, h_stream},
         {"/test.Echo/Sum", RPC_CLIENT_STREAM, h_sum},
         {"/test.Echo/Typed", RPC_UNARY, h_typed},
+        {"/test.Echo/FailReason", RPC_UNARY, h_fail_reason},
+        {"/test.Echo/StreamReason", RPC_SERVER_STREAM, h_stream_reason},
+        {"/test.Echo/Refuse", RPC_CLIENT_STREAM, h_refuse},
     };
     for (size_t i = 0; rc == COH_OK && i < sizeof methods / sizeof methods[0]; i++)
         rc = rpc_server_add_method(h->srv, methods[i].name, methods[i].kind, methods[i].cb, h,
@@ -485,7 +524,7 @@ static void test_status_names(void **state)
     assert_string_equal(rpc_status_name(99), "UNKNOWN_STATUS");
     assert_int_equal(rpc_status_to_coh(GRPC_STATUS_INVALID_ARGUMENT), COH_EINVAL);
     assert_int_equal(rpc_status_to_coh(GRPC_STATUS_UNAVAILABLE), COH_EIO);
-    rpc_status st = {GRPC_STATUS_NOT_FOUND, "no such prompt"};
+    rpc_status st = {GRPC_STATUS_NOT_FOUND, "no such prompt", ""};
     coh_err err = {0};
     assert_int_equal(rpc_status_to_err(&st, "Lease", &err), COH_ENOTFOUND);
     assert_string_equal(err.msg, "Lease: NOT_FOUND: no such prompt");
@@ -756,6 +795,83 @@ static void test_client_stream(void **state)
     server_down(h);
 }
 
+static void test_reasons(void **state)
+{
+    assert_true(rpc_reason_valid("lease_expired"));
+    assert_true(rpc_reason_valid("a"));
+    assert_true(rpc_reason_valid("stale_version2"));
+    assert_false(rpc_reason_valid(NULL));
+    assert_false(rpc_reason_valid(""));
+    assert_false(rpc_reason_valid("Lease_expired"));
+    assert_false(rpc_reason_valid("_x"));
+    assert_false(rpc_reason_valid("lease-expired"));
+    assert_false(rpc_reason_valid("lease expired"));
+    char tok[RPC_REASON_LEN + 1];
+    memset(tok, 'a', sizeof tok);
+    tok[RPC_REASON_LEN - 1] = '\0'; /* 47 characters: the longest */
+    assert_true(rpc_reason_valid(tok));
+    tok[RPC_REASON_LEN - 1] = 'a';
+    tok[RPC_REASON_LEN] = '\0'; /* 48 */
+    assert_false(rpc_reason_valid(tok));
+
+    rpc_server_config cfg = {0};
+    harness *h = server_up(&cfg, 0);
+    rpc_channel *ch = client(h, NULL);
+    rpc_status st;
+    memset(&st, 'x', sizeof st);
+
+    /* unary: code, message and reason */
+    call_expect(ch, "/test.Echo/FailReason", "x", 1, GRPC_STATUS_FAILED_PRECONDITION, NULL, &st);
+    assert_string_equal(st.message, "lease 7 expired 2 s ago");
+    assert_string_equal(st.reason, "lease_expired");
+    /* no reason: "" (for a failure without one, for OK, and for a local failure) */
+    call_expect(ch, "/test.Echo/Fail", "x", 1, GRPC_STATUS_INVALID_ARGUMENT, NULL, &st);
+    assert_string_equal(st.reason, "");
+    call_expect(ch, "/test.Echo/FailReason", "x", 1, GRPC_STATUS_FAILED_PRECONDITION, NULL, &st);
+    free(call_expect(ch, "/test.Echo/Echo", "x", 1, GRPC_STATUS_OK, NULL, &st));
+    assert_string_equal(st.reason, "");
+    call_expect(ch, "/test.Echo/FailReason", "x", 1, GRPC_STATUS_FAILED_PRECONDITION, NULL, &st);
+    uint8_t *reply;
+    size_t n;
+    assert_int_equal(rpc_unary(ch, "no-slash", (const uint8_t *)"x", 1, DEADLINE, &reply, &n, &st),
+                     COH_EINVAL);
+    assert_string_equal(st.reason, "");
+
+    /* server stream: the message arrives, then the status with its reason */
+    rpc_stream *s = NULL;
+    assert_int_equal(rpc_stream_open(ch, "/test.Echo/StreamReason", (const uint8_t *)"", 0,
+                                     DEADLINE, &s, NULL), COH_OK);
+    const uint8_t *m;
+    assert_int_equal(rpc_stream_next(s, &m, &n), 1);
+    assert_int_equal(n, 3);
+    assert_memory_equal(m, "one", 3);
+    assert_int_equal(rpc_stream_next(s, &m, &n), COH_EIO);
+    assert_string_equal(rpc_stream_status(s)->reason, "stale_version");
+    assert_int_equal(rpc_stream_close(s, &st), COH_EIO);
+    assert_int_equal(st.code, GRPC_STATUS_ABORTED);
+    assert_string_equal(st.message, "sampled with version 3, oldest accepted is 5");
+    assert_string_equal(st.reason, "stale_version");
+
+    /* client stream (writer) */
+    rpc_writer *w = NULL;
+    assert_int_equal(rpc_writer_open(ch, "/test.Echo/Refuse", DEADLINE, &w, NULL), COH_OK);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(rpc_writer_write(w, (const uint8_t *)"group", 5), COH_OK);
+    assert_int_equal(rpc_writer_finish(w, &reply, &n, &st), COH_ERANGE);
+    assert_null(reply);
+    assert_int_equal(st.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_string_equal(st.reason, "buffer_full");
+    /* a writer whose call succeeds has no reason */
+    assert_int_equal(rpc_writer_open(ch, "/test.Echo/Sum", DEADLINE, &w, NULL), COH_OK);
+    assert_int_equal(rpc_writer_finish(w, &reply, &n, &st), COH_OK);
+    assert_string_equal(st.reason, "");
+    free(reply);
+
+    rpc_channel_destroy(ch);
+    assert_int_equal(wait_idle(h), 0);
+    server_down(h); /* also checks the handlers' own assertions (g_bad) */
+}
+
 static void test_bearer(void **state)
 {
     rpc_server_config cfg = {0};
@@ -999,6 +1115,29 @@ static const char py_client[] =
     "except grpc.RpcError as e:\n"
     "    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.code()\n"
     "    assert e.details() == 'bad thing: the answer is 42', e.details()\n"
+    "    assert 'cohort-reason' not in dict(e.trailing_metadata() or ()), e.trailing_metadata()\n"
+    "try:\n"
+    "    ch.unary_unary('/test.Echo/FailReason')(b'x', metadata=md, timeout=5)\n"
+    "    sys.exit('no failure')\n"
+    "except grpc.RpcError as e:\n"
+    "    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e.code()\n"
+    "    assert dict(e.trailing_metadata())['cohort-reason'] == 'lease_expired', e.trailing_metadata()\n"
+    "call = ch.unary_stream('/test.Echo/StreamReason')(b'', metadata=md, timeout=5)\n"
+    "got = []\n"
+    "try:\n"
+    "    for m in call: got.append(m)\n"
+    "    sys.exit('the stream did not fail')\n"
+    "except grpc.RpcError as e:\n"
+    "    assert e.code() == grpc.StatusCode.ABORTED, e.code()\n"
+    "assert got == [b'one'], got\n"
+    "assert dict(call.trailing_metadata())['cohort-reason'] == 'stale_version', call.trailing_metadata()\n"
+    "try:\n"
+    "    ch.stream_unary('/test.Echo/Refuse')(iter([b'g1', b'g2']), metadata=md, timeout=5)\n"
+    "    sys.exit('no failure')\n"
+    "except grpc.RpcError as e:\n"
+    "    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.code()\n"
+    "    assert dict(e.trailing_metadata())['cohort-reason'] == 'buffer_full', e.trailing_metadata()\n"
+    "print('python client: cohort-reason trailers read')\n"
     "stream = ch.unary_stream('/test.Echo/Stream')\n"
     "msgs = list(stream(struct.pack('<II', 3, 1 << 20), metadata=md, timeout=5))\n"
     "assert len(msgs) == 3 and all(len(m) == 1 << 20 for m in msgs) and msgs[2][0] == 2\n"
@@ -1188,6 +1327,7 @@ int main(void)
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_server_stream),
         cmocka_unit_test(test_client_stream),
+        cmocka_unit_test(test_reasons),
         cmocka_unit_test(test_bearer),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_tls),

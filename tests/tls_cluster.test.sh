@@ -6,11 +6,12 @@
 # usage: bash tests/tls_cluster.test.sh BUILD_DIR
 set -euo pipefail
 BUILD=${1:?usage: tls_cluster.test.sh BUILD_DIR}
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/ctl_poll.sh"
 PY=/usr/bin/python3
 for b in cohort-learner cohort-reward cohort-actor cohortctl; do
-  [ -x "$BUILD/$b" ] || { echo "SKIP: $BUILD/$b is not built"; exit 0; }
+  [ -x "$BUILD/$b" ] || { echo "FAIL: $BUILD/$b is not built (build the tree first: cmake --build $BUILD)" >&2; exit 1; }
 done
-command -v openssl >/dev/null || { echo "SKIP: openssl is not installed"; exit 0; }
+command -v openssl >/dev/null || { echo "SKIP: openssl is not installed (apt-get install openssl)"; exit 77; }
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -26,11 +27,15 @@ export COHORT_KEEP_BLAS_KERNELS=1
 "$BUILD/cohort-learner" --listen "127.0.0.1:$LP" --tls-cert cert.pem --tls-key key.pem --token tok \
   --out run --sft-steps 0 --rl-steps 3 --prompts 1 --group-size 2 --eval-every 0 > learner.log 2>&1 &
 LPID=$!; PIDS+=($LPID)
+# an operator watching over TLS while it trains (the run may end before an answer comes)
+ctl_poll_start "$BUILD/cohortctl" "$WORK/ctl_poll.log" --learner "127.0.0.1:$LP" --tls-ca cert.pem --token tok
+PIDS+=($CTL_POLL_PID)
 "$BUILD/cohort-actor" --learner "127.0.0.1:$LP" --reward "127.0.0.1:$RP" --tls-ca cert.pem --token tok \
   --name tls --quiet > actor.log 2>&1 & PIDS+=($!)
 for _ in $(seq 300); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$LPID" 2>/dev/null; then echo "FAIL: no training over TLS"; tail -3 learner.log actor.log; exit 1; fi
 grep -q "training finished at step 3" learner.log || { echo "FAIL: $(tail -3 learner.log)"; exit 1; }
+ctl_poll_stop || exit 1
 echo "actor over TLS with a token: the learner trained 3 steps"
 # a fresh learner to poke at
 LP2=$(port)
