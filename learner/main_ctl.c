@@ -55,10 +55,27 @@ static void print_metrics(const Cohort__V1__StepMetrics *m)
     if (m->eval_accuracy_present_case == COHORT__V1__STEP_METRICS__EVAL_ACCURACY_PRESENT_EVAL_ACCURACY)
         snprintf(eval, sizeof eval, " eval %.1f%%", 100 * m->eval_accuracy);
     printf("step %6" PRId64 " v%" PRId64 " [%s] reward %.3f±%.3f%s kl %.4f clip %.3f entropy %.3f "
-           "gnorm %.2f lr %.2e staleness %.2f learn %.0f tok/s\n",
+           "gnorm %.2f lr %.2e staleness %.2f learn %.0f tok/s",
            m->step, m->version, m->phase, m->reward_mean, m->reward_std, eval, m->kl,
            m->clip_frac, m->entropy, m->grad_norm, m->lr, m->staleness_mean,
            m->learner_tokens_per_s);
+}
+
+/* "  dropped: stale 2 invalid 1" (the reasons with a count), or nothing. */
+static void print_drops(const Cohort__V1__StepMetrics *m, int all)
+{
+    int any = 0;
+    for (size_t i = 0; i < m->n_groups_dropped_by_reason; i++) {
+        const Cohort__V1__StepMetrics__GroupsDroppedByReasonEntry *e =
+            m->groups_dropped_by_reason[i];
+        if (!all && e->value == 0)
+            continue;
+        printf("%s %s %" PRId64, any ? "" : all ? "groups dropped:" : "  dropped:", e->key,
+               e->value);
+        any = 1;
+    }
+    if (all && !any)
+        printf("groups dropped: none");
 }
 
 static int cmd_status(rpc_channel *ch)
@@ -79,13 +96,19 @@ static int cmd_status(rpc_channel *ch)
                "  expired %" PRId64 "  returned %" PRId64 "  of dead actors %" PRId64 "\n",
                c->issued, c->reissued, c->completed, c->expired, c->returned, c->dropped);
     }
+    if (s->settings) {
+        const Cohort__V1__AlgorithmSettings *a = s->settings;
+        printf("task %s  estimator %s  aggregation %s  clip [%g, %g]  beta %g  entropy %g  "
+               "temperature %g  max new tokens %d  G %d x %d prompts\n",
+               a->task, a->estimator, a->aggregation, 1 - a->eps_low, 1 + a->eps_high, a->beta,
+               a->entropy_coef, a->temperature, a->max_new_tokens, a->group_size,
+               a->prompts_per_step);
+    }
     if (s->last) {
         print_metrics(s->last);
-        printf("groups dropped:");
-        for (size_t i = 0; i < s->last->n_groups_dropped_by_reason; i++)
-            printf(" %s %" PRId64, s->last->groups_dropped_by_reason[i]->key,
-                   s->last->groups_dropped_by_reason[i]->value);
-        printf("  reward latency %.1f ms\n", s->last->reward_latency_ms);
+        printf("\n");
+        print_drops(s->last, 1);
+        printf("  (since start)  reward latency %.1f ms\n", s->last->reward_latency_ms);
     }
     rpc_msg_free(rep);
     return 0;
@@ -115,6 +138,8 @@ static int cmd_watch(rpc_channel *ch, long from)
             &cohort__v1__step_metrics__descriptor, msg, n);
         if (m) {
             print_metrics(m);
+            print_drops(m, 0);
+            printf("\n");
             fflush(stdout);
             rpc_msg_free(&m->base);
         }

@@ -746,8 +746,8 @@ static void write_ledger(learner *L, const job *j, long step)
 
 static void job_work(uv_work_t *w)
 {
+    COH_TSAN_ACQUIRE(w); /* libuv's queue hand-off, invisible to TSan (queue_job releases) */
     job *j = w->data;
-    COH_TSAN_ACQUIRE(j);
     trainer *tr = j->L->tr;
     coh_err_clear(&j->err);
     if (!j->rl) {
@@ -781,7 +781,7 @@ static void job_work(uv_work_t *w)
     if (!j->rc && (j->rl || !j->has_next || j->in_rl))
         j->rc = wt_snapshot_make(trainer_policy(tr), trainer_current_step(tr), &j->snap,
                                  &j->err);
-    COH_TSAN_RELEASE(j);
+    COH_TSAN_RELEASE(w);
 }
 
 static void record_step(learner *L, const trainer_metrics *m, double latency);
@@ -790,8 +790,8 @@ static int set_checkpoint_state(learner *L, uint64_t consumed, coh_err *err);
 
 static void job_done(uv_work_t *w, int status)
 {
+    COH_TSAN_ACQUIRE(w); /* job_work releases */
     job *j = w->data;
-    COH_TSAN_ACQUIRE(j);
     learner *L = j->L;
     L->running = NULL;
     if (status || j->rc) {
@@ -850,7 +850,7 @@ static void queue_job(learner *L, job *j)
     j->L = L;
     j->work.data = j;
     L->running = j;
-    COH_TSAN_RELEASE(j);
+    COH_TSAN_RELEASE(&j->work);
     int rc = uv_queue_work(L->loop, &j->work, job_work, job_done);
     if (rc) {
         fprintf(stderr, "cohort-learner: cannot queue a step: %s\n", uv_strerror(rc));
@@ -1715,6 +1715,7 @@ static void usage(FILE *f)
             "  --resume                 continue from OUT/checkpoints/latest (exactly: the\n"
             "                           accepted groups not yet trained are replayed)\n"
             "  --resume-if-present      resume when OUT has a checkpoint (containers)\n"
+            "  --help                   this text\n"
             "training options (the same table as cohort-train; --config FILE takes them as\n"
             "JSON, flags override it):\n");
     trainer_config d = trainer_config_default();

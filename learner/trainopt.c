@@ -723,6 +723,24 @@ static int getopt_error(int ch, char **argv, const struct option *opts, coh_err 
             return coh_fail(err, COH_EINVAL, "option '-%c' needs a value", optopt);
         return coh_fail(err, COH_EINVAL, "option '%s' needs a value", arg);
     }
+    if (optopt == 0 && arg[0] == '-' && arg[1] == '-') {
+        /* getopt_long takes unique abbreviations; name the candidates of an ambiguous one */
+        size_t n = strcspn(arg + 2, "="), used = 0;
+        char list[200] = "";
+        int hits = 0;
+        for (const struct option *o = opts; o->name; o++) {
+            if (strncmp(o->name, arg + 2, n) != 0)
+                continue;
+            int w = snprintf(list + used, sizeof list - used, "%s--%s", hits ? ", " : "",
+                             o->name);
+            if (w > 0 && (size_t)w < sizeof list - used)
+                used += (size_t)w;
+            hits++;
+        }
+        if (hits > 1)
+            return coh_fail(err, COH_EINVAL, "option '%.*s' is ambiguous: %s", (int)n + 2, arg,
+                            list);
+    }
     if (optopt == 0)
         return coh_fail(err, COH_EINVAL, "unknown option '%s'; --help lists the options", arg);
     for (const struct option *o = opts; o->name; o++)

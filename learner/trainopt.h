@@ -99,8 +99,10 @@ int topt_long_options(unsigned mask, struct option *opts, int max, int base);
 /* ---- applying values ------------------------------------------------------------------- */
 
 /* Set entry `index` of c from a command-line value (arg is ignored for flags; for
- * TOPT_CONFIG it is the file to load). Values are checked with cli_*; on failure c is
- * unchanged and err names the flag ("--group-size: 0 is out of range (expected ...)"). */
+ * TOPT_CONFIG it is the file to load, with the keys of both binaries allowed, whereas
+ * topt_parse_args loads it with the binary's mask). Values are checked with cli_*; on
+ * failure c is unchanged and err names the flag ("--group-size: 0 is out of range
+ * (expected ...)"). */
 int topt_apply(trainer_config *c, int index, const char *arg, coh_err *err);
 /* The same by name ("rl-lr" or "rl_lr"); COH_EINVAL for a name that is not an option of
  * binary `mask`. */

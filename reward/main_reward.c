@@ -19,6 +19,7 @@
 #include "cohort/v1/verifier.pb-c.h"
 #include "fsutil.h"
 #include "rpc.h"
+#include "tsan.h"
 #include "scorer.h"
 
 #define MAX_SCORERS 16
@@ -144,6 +145,7 @@ typedef struct score_job {
 
 static void score_work(uv_work_t *w)
 {
+    COH_TSAN_ACQUIRE(w); /* libuv's queue hand-off is invisible to TSan: see common/tsan.h */
     score_job *j = w->data;
     int idx;
     scorer *sc = take_scorer(j->svc, &idx);
@@ -158,10 +160,12 @@ static void score_work(uv_work_t *w)
         }
     }
     give_scorer(j->svc, idx);
+    COH_TSAN_RELEASE(w);
 }
 
 static void score_done(uv_work_t *w, int status)
 {
+    COH_TSAN_ACQUIRE(w);
     score_job *j = w->data;
     service *s = j->svc;
     size_t n = j->req->n_items;
@@ -257,6 +261,7 @@ static void on_score(rpc_call *call, rpc_event ev, void *data)
     j->call = call;
     j->req = req;
     j->work.data = j;
+    COH_TSAN_RELEASE(&j->work);
     if (uv_queue_work(s->loop, &j->work, score_work, score_done) != 0) {
         free(j->results);
         free(j);

@@ -11,7 +11,8 @@
 #                                   the exitcode tests/run.sh gives TSan) or crashed (>= 128),
 #                                   or with --need-answer if no status call was answered
 #
-# The loop also ends by itself when the test script exits, so it never outlives the test.
+# The loop also ends when the test script exits (ctl_poll_start puts a stop in front of the
+# script's EXIT trap), so it never outlives the test and never blocks the trap's `wait`.
 
 CTL_POLL_PID=
 CTL_POLL_LOG=
@@ -24,6 +25,11 @@ ctl_poll_start() {
     CTL_POLL_STOP="$log.stop"
     rm -f "$CTL_POLL_STOP"
     : > "$log"
+    # stop the loop when the test exits early too: its EXIT trap (kill, then `wait` for
+    # every child) would otherwise wait for the loop forever
+    local old
+    old=$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")
+    trap "touch '$CTL_POLL_STOP'; $old" EXIT
     local parent=$$
     (
         while [ ! -e "$CTL_POLL_STOP" ] && kill -0 "$parent" 2>/dev/null; do

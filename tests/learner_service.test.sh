@@ -43,6 +43,13 @@ for _ in range(300):
 else:
     sys.exit("FAIL: cohort-learner never became healthy")
 L = lrpc.LearnerStub(ch); M = mrpc.MonitorStub(ch)
+# the 3 warm-start steps run while the learner serves; the RL phase publishes the first version
+for _ in range(600):
+    if M.GetStatus(mpb.GetStatusRequest(), timeout=2).phase == "rl":
+        break
+    time.sleep(0.05)
+else:
+    sys.exit("FAIL: the learner never reached its RL phase")
 def code_of(fn, *a, **k):
     try:
         fn(*a, **k); return grpc.StatusCode.OK

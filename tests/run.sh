@@ -24,11 +24,12 @@ echo "== tests (Release) =="
 echo "== tests (ASan + UBSan, without the slow learning runs) =="
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest --output-on-failure -j"$JOBS" -LE slow)
-echo "== build (ThreadSanitizer: the services and the gRPC glue test) =="
+echo "== build (ThreadSanitizer: the services and the CMocka suites labelled service) =="
 T0=$SECONDS
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCOHORT_TSAN=ON >/dev/null
-cmake --build build-tsan -j"$JOBS" --target cohort-learner cohort-actor cohort-reward cohortctl \
-    test_rpc_glue
+TSAN_SUITES=$(cd build-tsan && ctest -N -L service | sed -n 's/^ *Test *#[0-9]*: \(test_[a-z0-9_]*\)$/\1/p')
+cmake --build build-tsan -j"$JOBS" --target cohort-learner cohort-actor cohort-reward cohortctl cohort-train \
+    $TSAN_SUITES
 echo "== tests (ThreadSanitizer, label service, while cohortctl polls the learners) =="
 # Every report fails: halt_on_error stops the process with exitcode 66 (a test whose server
 # dies fails), and the reports of every process (background ones included) go to files in

@@ -771,6 +771,8 @@ static void test_parse_args(void **state)
         {{"--config", file, "--config", file}, "--config is given twice"},
         {{"--config", "/nonexistent/x.json"}, "--config /nonexistent/x.json"},
         {{"--estimator", "ppo"}, "--estimator: 'ppo' is not one of"},
+        {{"--rl", "5"}, "option '--rl' is ambiguous: --rl-steps, --rl-lr, --rl-warmup"},
+        {{"--resume=yes"}, "'--resume' takes no value"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *argv[6] = {"prog"};

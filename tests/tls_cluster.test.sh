@@ -33,7 +33,7 @@ PIDS+=($CTL_POLL_PID)
 "$BUILD/cohort-actor" --learner "127.0.0.1:$LP" --reward "127.0.0.1:$RP" --tls-ca cert.pem --token tok \
   --name tls --quiet > actor.log 2>&1 & PIDS+=($!)
 for _ in $(seq 300); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$LPID" 2>/dev/null; then echo "FAIL: no training over TLS"; tail -3 learner.log actor.log; exit 1; fi
+if kill -0 "$LPID" 2>/dev/null; then echo "FAIL: no training over TLS"; tail -n 3 learner.log actor.log; exit 1; fi
 grep -q "training finished at step 3" learner.log || { echo "FAIL: $(tail -3 learner.log)"; exit 1; }
 ctl_poll_stop || exit 1
 echo "actor over TLS with a token: the learner trained 3 steps"
