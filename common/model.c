@@ -13,7 +13,7 @@
 #include <cblas.h>
 
 #include "linalg.h"
-#include "model_internal.h"
+#include "private/model_internal.h"
 #include "rng.h"
 
 struct model {

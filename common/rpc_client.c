@@ -11,7 +11,7 @@
  */
 #include "fsutil.h"
 #include "rpc.h"
-#include "rpc_internal.h"
+#include "private/rpc_internal.h"
 #include "tsan.h"
 
 #include <grpc/grpc_security.h>

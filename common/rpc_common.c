@@ -1,6 +1,6 @@
 /* rpc_common.c - library lifetime, status names, protobuf-c and byte-buffer helpers. */
 #include "rpc.h"
-#include "rpc_internal.h"
+#include "private/rpc_internal.h"
 
 #include <grpc/byte_buffer_reader.h>
 #include <stdarg.h>

@@ -8,7 +8,7 @@
  * call is cancelled (on_cancel) or a send fails (then the call is finished).
  */
 #include "rpc.h"
-#include "rpc_internal.h"
+#include "private/rpc_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "linalg.h"
-#include "model_internal.h"
+#include "private/model_internal.h"
 #include "softmax.h"
 
 struct sampler {

@@ -187,7 +187,7 @@ int gbuf_validate(const gbuf_config *c, const gbuf_group *g, uint64_t current_ve
 /* ---- copies ---- */
 
 /* One allocation holding a validated group (layout in the file comment); NULL if no memory. */
-static gbuf_group *copy_group_(const gbuf_group *g)
+gbuf_group *gbuf_group_copy(const gbuf_group *g)
 {
     int G = g->n_completions, P = g->n_prompt;
     size_t n_logp = 0, n_tok = 0;
@@ -298,7 +298,7 @@ int gbuf_push(gbuf *b, const gbuf_group *g, uint64_t current_version, coh_err *e
                         "after it",
                         b->count);
     }
-    gbuf_group *copy = copy_group_(g);
+    gbuf_group *copy = gbuf_group_copy(g);
     if (!copy) {
         b->refused[GBUF_DROP_NOMEM]++;
         return coh_fail(err, COH_ENOMEM, "group of prompt %" PRIu64 ": out of memory",

@@ -142,6 +142,11 @@ void gbuf_note_drop(gbuf *b, gbuf_drop_reason r);
 
 /* ---- groups handed out ---- */
 
+/* A deep copy of a well-formed group (every count >= 0, arrays present, n_logp == n_tokens)
+ * in one allocation laid out as gbuf_pop_batch's groups are (gbuf_group_seqs works on it);
+ * free it with gbuf_group_free. NULL when out of memory. Nothing is validated. */
+gbuf_group *gbuf_group_copy(const gbuf_group *g);
+
 /* Free a group from gbuf_pop_batch; NULL is fine. Never pass a caller-built group. */
 void gbuf_group_free(gbuf_group *g);
 

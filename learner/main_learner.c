@@ -942,39 +942,6 @@ typedef struct replay_ctx {
     int dup;
 } replay_ctx;
 
-static gbuf_group *group_copy(const gbuf_group *g)
-{
-    size_t ntok = (size_t)g->n_prompt, nlp = 0;
-    for (int i = 0; i < g->n_completions; i++) {
-        ntok += (size_t)g->completions[i].n_tokens;
-        nlp += (size_t)g->completions[i].n_tokens;
-    }
-    size_t sz = sizeof(gbuf_group) + (size_t)g->n_completions * sizeof(gbuf_completion) +
-                nlp * sizeof(float) + ntok * sizeof(int);
-    char *b = malloc(sz);
-    if (!b)
-        return NULL;
-    gbuf_group *o = (gbuf_group *)b;
-    *o = *g;
-    gbuf_completion *cs = (gbuf_completion *)(o + 1);
-    float *lp = (float *)(cs + g->n_completions);
-    int *tk = (int *)(lp + nlp);
-    memcpy(tk, g->prompt_tokens, (size_t)g->n_prompt * sizeof *tk);
-    o->prompt_tokens = tk;
-    tk += g->n_prompt;
-    for (int i = 0; i < g->n_completions; i++) {
-        cs[i] = g->completions[i];
-        memcpy(tk, g->completions[i].tokens, (size_t)cs[i].n_tokens * sizeof *tk);
-        memcpy(lp, g->completions[i].logp, (size_t)cs[i].n_tokens * sizeof *lp);
-        cs[i].tokens = tk;
-        cs[i].logp = lp;
-        tk += cs[i].n_tokens;
-        lp += cs[i].n_tokens;
-    }
-    o->completions = cs;
-    return o;
-}
-
 static int on_replay(void *ctx, uint64_t seq, uint64_t actor, const gbuf_group *g)
 {
     replay_ctx *r = ctx;
@@ -995,7 +962,7 @@ static int on_replay(void *ctx, uint64_t seq, uint64_t actor, const gbuf_group *
             return COH_ENOMEM;
         r->cap = nc;
     }
-    gbuf_group *c = group_copy(g);
+    gbuf_group *c = gbuf_group_copy(g);
     if (!c)
         return COH_ENOMEM;
     c->seq = seq;
@@ -1074,7 +1041,7 @@ static int enter_rl(learner *L, coh_err *err)
                "\n",
                L->step, r.n, r.dup, n_requeue, cursor);
     for (int i = 0; i < r.n; i++)
-        free(r.groups[i]);
+        gbuf_group_free(r.groups[i]);
     free(r.groups);
     free(r.prompts);
     free(requeue);

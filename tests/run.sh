@@ -35,9 +35,10 @@ echo "== tests (ThreadSanitizer, label service, while cohortctl polls the learne
 # dies fails), and the reports of every process (background ones included) go to files in
 # TSAN_LOGS, which must stay empty.
 TSAN_LOGS=$(mktemp -d)
+TSAN_SUPP=$PWD/tests/tsan.supp
 TSAN_RC=0
 (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 \
-suppressions=$PWD/tests/tsan.supp log_path=$TSAN_LOGS/tsan" \
+suppressions=$TSAN_SUPP log_path=$TSAN_LOGS/tsan" \
    ctest --output-on-failure -j"$JOBS" -L service) || TSAN_RC=$?
 if compgen -G "$TSAN_LOGS/tsan.*" >/dev/null; then
     for f in "$TSAN_LOGS"/tsan.*; do echo "---- ThreadSanitizer report $f"; cat "$f"; done
