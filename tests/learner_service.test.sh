@@ -20,7 +20,8 @@ trap cleanup EXIT
 cd "$WORK"
 PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT" --out run --sft-steps 3 \
-  --rl-steps 3 --prompts 1 --group-size 2 --eval-every 0 --ckpt-every 0 > learner.out 2>&1 &
+  --rl-steps 3 --prompts 1 --group-size 2 --eval-every 0 --ckpt-every 0 --heartbeat-ms 5000 \
+  > learner.out 2>&1 &
 LPID=$!
 # an operator watching all along (cohortctl status / workers in the background)
 ctl_poll_start "$BUILD/cohortctl" "$WORK/ctl_poll.log" --learner "127.0.0.1:$PORT"
