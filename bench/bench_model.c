@@ -1,7 +1,11 @@
 /* bench_model.c - learner and sampler throughput of the policy model, next to the machine's
  * own OpenBLAS sgemm peak measured in the same run.
  *
- *   bench_model [--threads N] [--quick]
+ *   bench_model [--threads N] [--quick] [--smollm2] [--config config.json]
+ *
+ * Sizes: dim 256 x 6 layers and 512 x 8 (vocabulary 98); --smollm2 adds SmolLM2-135M's shape
+ * (hidden 576, 30 layers, 9 heads, 3 KV heads, MLP 1536, vocabulary 49152, tied; random
+ * weights), --config FILE any config.json instead of the built-in sizes.
  *
  * For each model size it prints
  *   learner: tokens/s of forward + backward + AdamW over a batch, achieved GFLOP/s, ratio to
@@ -104,16 +108,11 @@ static double decode_flops(const model_config *c, int pos)
            2.0 * 2.0 * c->n_heads * hd * (pos + 1) * c->n_layers;
 }
 
-static void bench_size(int dim, int layers, int heads, int kv_heads, int batch, int T, int quick,
-                       double peak)
+static void bench_config(model_config c, int batch, int T, int quick, double peak)
 {
-    model_config c = model_config_default(98);
-    c.dim = dim;
-    c.n_layers = layers;
-    c.n_heads = heads;
-    c.n_kv_heads = kv_heads;
-    c.hidden_dim = (dim * 8 / 3 + 63) / 64 * 64;
-    c.max_seq = T + 64;
+    if (c.max_seq < T + 64)
+        c.max_seq = T + 64;
+    int dim = c.dim, layers = c.n_layers, heads = c.n_heads, kv_heads = c.n_kv_heads;
     model *m = NULL;
     coh_err err;
     if (model_create(&c, &m, &err)) {
@@ -134,7 +133,7 @@ static void bench_size(int dim, int layers, int heads, int kv_heads, int batch, 
     rng r;
     rng_init(&r, 3);
     for (int i = 0; i < batch * T; i++)
-        tok[i] = 3 + (int)rng_below(&r, 90);
+        tok[i] = 3 + (int)rng_below(&r, (uint32_t)(c.vocab_size - 3));
     float *g = calloc(n, sizeof(float));
     optim_segment seg = {0, n, 1};
     adamw *opt = NULL;
@@ -207,10 +206,25 @@ static void bench_size(int dim, int layers, int heads, int kv_heads, int batch, 
     model_destroy(m);
 }
 
+static void bench_size(int dim, int layers, int heads, int kv_heads, int batch, int T, int quick,
+                       double peak)
+{
+    model_config c = model_config_default(98);
+    c.dim = dim;
+    c.n_layers = layers;
+    c.n_heads = heads;
+    c.n_kv_heads = kv_heads;
+    c.hidden_dim = (dim * 8 / 3 + 63) / 64 * 64;
+    bench_config(c, batch, T, quick, peak);
+}
+
 int main(int argc, char **argv)
 {
-    int threads = 1, quick = 0, opt;
-    static const struct option opts[] = {{"threads", 1, 0, 't'}, {"quick", 0, 0, 'q'}, {0, 0, 0, 0}};
+    int threads = 1, quick = 0, smollm2 = 0, opt;
+    const char *config = NULL;
+    static const struct option opts[] = {{"threads", 1, 0, 't'}, {"quick", 0, 0, 'q'},
+                                         {"smollm2", 0, 0, 's'}, {"config", 1, 0, 'c'},
+                                         {0, 0, 0, 0}};
     while ((opt = getopt_long(argc, argv, "t:q", opts, NULL)) != -1) {
         coh_err err;
         if (opt == 't') {
@@ -218,10 +232,23 @@ int main(int argc, char **argv)
                 fprintf(stderr, "bench_model: %s\n", err.msg);
                 return 2;
             }
-        } else if (opt == 'q')
+        } else if (opt == 'q') {
             quick = 1;
-        else {
-            fprintf(stderr, "usage: bench_model [--threads N] [--quick]\n");
+        } else if (opt == 's') {
+            smollm2 = 1;
+        } else if (opt == 'c') {
+            config = optarg;
+        } else {
+            fprintf(stderr, "usage: bench_model [--threads N] [--quick] [--smollm2] "
+                            "[--config config.json]\n");
+            return 2;
+        }
+    }
+    model_config given;
+    if (config) {
+        coh_err err;
+        if (model_config_load(config, &given, &err)) {
+            fprintf(stderr, "bench_model: %s\n", err.msg);
             return 2;
         }
     }
@@ -237,7 +264,24 @@ int main(int argc, char **argv)
         peak = peak_big;
     printf("sgemm peak (best of 512^3 and 1024^3, C = A B^T): %.1f GFLOP/s on %d thread(s)\n",
            peak, la_blas_threads());
+    if (config) {
+        printf("\nconfig %s", config);
+        bench_config(given, 4, 64, quick, peak);
+        return 0;
+    }
     bench_size(256, 6, 8, 4, 16, 64, quick, peak);
     bench_size(512, 8, 8, 4, 8, 64, quick, peak);
+    if (smollm2) {
+        model_config c = model_config_default(49152);
+        c.dim = 576;
+        c.n_layers = 30;
+        c.n_heads = 9;
+        c.n_kv_heads = 3;
+        c.hidden_dim = 1536;
+        c.tie_embeddings = 1;
+        c.rope_theta = 100000.0f;
+        printf("\nSmolLM2-135M shape (random weights)");
+        bench_config(c, 4, 64, quick, peak);
+    }
     return 0;
 }
