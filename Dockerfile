@@ -6,7 +6,8 @@
 FROM debian:12 AS build
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       build-essential cmake pkg-config libopenblas-dev libcjson-dev zlib1g-dev libgrpc-dev \
-      libprotobuf-c-dev protobuf-c-compiler grpc-proto libuv1-dev libmicrohttpd-dev > /dev/null
+      libprotobuf-c-dev protobuf-c-compiler grpc-proto libuv1-dev libmicrohttpd-dev \
+      libpcre2-dev libutf8proc-dev > /dev/null
 WORKDIR /src
 COPY CMakeLists.txt ./
 COPY common common
@@ -23,6 +24,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DCOHORT_TESTS=OFF > /dev/nu
 FROM debian:12-slim
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       libopenblas0-pthread libcjson1 zlib1g libgrpc29 libprotobuf-c1 libuv1 libmicrohttpd12 \
+      libpcre2-8-0 libutf8proc2 \
       python3 python3-grpcio python3-protobuf python3-grpc-tools python3-pkg-resources grpc-proto \
       gnuplot-nox > /dev/null \
  && rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/*

@@ -78,9 +78,12 @@ static int check_no_unexpected(const st_file *f, const model *m, const char *wpa
                             wpath, name);
         if (!t || skip_tensor(c, t))
             return coh_fail(err, COH_EFORMAT,
-                            "'%s' has unexpected tensor '%.120s' that a Llama model with this "
-                            "config.json does not have (wrong architecture or config?)",
-                            wpath, name);
+                            "'%s' has unexpected tensor '%.120s' that a %s model with this "
+                            "config.json does not have (wrong architecture or config?%s)",
+                            wpath, name, model_family_arch(c->family),
+                            strstr(name, "_proj.bias") && c->family == MODEL_FAMILY_LLAMA
+                                ? " attention biases need attention_bias: true"
+                                : "");
     }
     return COH_OK;
 }
@@ -158,6 +161,17 @@ static int fill_entries(const model *m, st_entry *e)
         n++;
     }
     return n;
+}
+
+/* DIR/generation_config.json, when present, supplies the EOS ids (as in transformers). */
+static int load_generation_config(const char *dir, model_config *c, coh_err *err)
+{
+    char *gpath = join_path(dir, CKPT_GENERATION);
+    if (!gpath)
+        return coh_fail(err, COH_ENOMEM, "out of memory loading checkpoint '%s'", dir);
+    int rc = fs_exists(gpath) ? model_config_load_generation(gpath, c, err) : COH_OK;
+    free(gpath);
+    return rc;
 }
 
 /* ---- public API --------------------------------------------------------------------- */
@@ -245,6 +259,8 @@ int ckpt_load(const char *dir, model **m_out, tokenizer **tok_out, coh_err *err)
 
     model_config c;
     if ((rc = model_config_load(cpath, &c, err)) != COH_OK)
+        goto out;
+    if ((rc = load_generation_config(dir, &c, err)) != COH_OK)
         goto out;
     if ((rc = model_create(&c, &m, err)) != COH_OK) {
         coh_wrap(err, rc, "creating the model of '%s'", cpath);

@@ -1,9 +1,13 @@
 /* checkpoint.h - a policy checkpoint folder a Hugging Face user recognises.
  *
- *   DIR/config.json        model_config_save (architectures: ["LlamaForCausalLM"])
+ *   DIR/config.json        model_config_save (architectures: the model's family)
  *   DIR/model.safetensors  every parameter under its Hugging Face name, F32
- *                          (lm_head.weight omitted when tied)
+ *                          (lm_head.weight omitted when tied; *_proj.bias when the family
+ *                          has attention biases)
  *   DIR/tokenizer.json     the built-in tokenizer, when one is given
+ *
+ * Loading also reads DIR/generation_config.json when present: its eos_token_id (an int or a
+ * list) replaces config.json's in the model's config (model_config_load_generation).
  *
  * Loading accepts F32/F16/BF16 tensors and a folder without tokenizer.json. Every tensor the
  * config implies must be present with the right shape; a missing, extra-shaped or unknown
@@ -19,6 +23,7 @@
 #define CKPT_CONFIG "config.json"
 #define CKPT_WEIGHTS "model.safetensors"
 #define CKPT_SCORE "score.weight"
+#define CKPT_GENERATION "generation_config.json"
 
 /* Create dir if needed and write the three files, each atomically. tok may be NULL. */
 int ckpt_save(const char *dir, const model *m, const tokenizer *tok, coh_err *err);

@@ -1,7 +1,8 @@
 /* model.c - Llama-style transformer: parameter table, batched forward and backward.
  *
  * Notation: B sequences of T positions, N = B*T rows; D model dim, F MLP dim, H heads,
- * KVH key/value heads, hd = D / H head dim, V vocabulary. All matrices row-major.
+ * KVH key/value heads, hd head dim (config head_dim, else D / H), qd = H * hd, kvd = KVH * hd,
+ * V vocabulary. All matrices row-major.
  */
 #include "model.h"
 
@@ -103,6 +104,29 @@ static size_t add_tensor(model *m, const char *name, int ndim, int s0, int s1)
     return t->offset;
 }
 
+/* Inverse frequency i of hd / 2, as transformers' rope init functions compute it:
+ * default  inv_freq[i] = theta^(-2i / hd);
+ * llama3   (_compute_llama3_parameters) with wavelen = 2 pi / inv_freq,
+ *          low_wl = orig / low_freq_factor, high_wl = orig / high_freq_factor:
+ *          wavelen < high_wl: unchanged; wavelen > low_wl: inv_freq / factor; otherwise
+ *          (1 - s) inv_freq / factor + s inv_freq with s = (orig / wavelen - low) / (high - low).
+ * transformers computes these in float32; double here differs by float rounding only. */
+static double rope_inv_freq(const model_config *c, int i, int hd)
+{
+    double inv = pow((double)c->rope_theta, -2.0 * i / (double)hd);
+    if (c->rope_type != MODEL_ROPE_LLAMA3)
+        return inv;
+    double factor = c->rope_factor, lo = c->rope_low_freq_factor, hi = c->rope_high_freq_factor;
+    double orig = (double)c->rope_orig_max_pos;
+    double wavelen = 6.283185307179586 / inv, low_wl = orig / lo, high_wl = orig / hi;
+    if (wavelen < high_wl)
+        return inv;
+    if (wavelen > low_wl)
+        return inv / factor;
+    double sm = (orig / wavelen - lo) / (hi - lo);
+    return (1.0 - sm) * inv / factor + sm * inv;
+}
+
 int model_create(const model_config *c, model **out, coh_err *err)
 {
     *out = NULL;
@@ -114,8 +138,8 @@ int model_create(const model_config *c, model **out, coh_err *err)
         return coh_fail(err, COH_ENOMEM, "model_create: out of memory");
     m->c = *c;
     int L = c->n_layers, D = c->dim, F = c->hidden_dim, V = c->vocab_size;
-    int hd = D / c->n_heads, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    m->tensors = calloc((size_t)(9 * L + 3), sizeof *m->tensors);
+    int hd = model_config_head_dim(c), qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    m->tensors = calloc((size_t)(13 * L + 3), sizeof *m->tensors);
     m->layers = calloc((size_t)L, sizeof *m->layers);
     if (!m->tensors || !m->layers)
         goto fail_nomem;
@@ -129,9 +153,21 @@ int model_create(const model_config *c, model **out, coh_err *err)
     ly->field = add_tensor(m, name, nd, a, b)
         LAYER_TENSOR(attn_norm, "input_layernorm.weight", 1, D, 0);
         LAYER_TENSOR(wq, "self_attn.q_proj.weight", 2, qd, D);
+        if (c->qkv_bias) {
+            LAYER_TENSOR(bq, "self_attn.q_proj.bias", 1, qd, 0);
+        }
         LAYER_TENSOR(wk, "self_attn.k_proj.weight", 2, kvd, D);
+        if (c->qkv_bias) {
+            LAYER_TENSOR(bk, "self_attn.k_proj.bias", 1, kvd, 0);
+        }
         LAYER_TENSOR(wv, "self_attn.v_proj.weight", 2, kvd, D);
+        if (c->qkv_bias) {
+            LAYER_TENSOR(bv, "self_attn.v_proj.bias", 1, kvd, 0);
+        }
         LAYER_TENSOR(wo, "self_attn.o_proj.weight", 2, D, qd);
+        if (c->o_bias) {
+            LAYER_TENSOR(bo, "self_attn.o_proj.bias", 1, D, 0);
+        }
         LAYER_TENSOR(mlp_norm, "post_attention_layernorm.weight", 1, D, 0);
         LAYER_TENSOR(gate, "mlp.gate_proj.weight", 2, F, D);
         LAYER_TENSOR(up, "mlp.up_proj.weight", 2, F, D);
@@ -147,14 +183,14 @@ int model_create(const model_config *c, model **out, coh_err *err)
     m->rope_sin = malloc((size_t)c->max_seq * (size_t)half * sizeof(float));
     if (!m->params || !m->rope_cos || !m->rope_sin)
         goto fail_nomem;
-    /* Hugging Face: inv_freq[i] = theta^(-2i / hd), angle = pos * inv_freq[i]. */
-    for (int p = 0; p < c->max_seq; p++)
-        for (int i = 0; i < half; i++) {
-            double inv = pow((double)c->rope_theta, -2.0 * i / (double)hd);
+    for (int i = 0; i < half; i++) {
+        double inv = rope_inv_freq(c, i, hd);
+        for (int p = 0; p < c->max_seq; p++) {
             double a = (double)p * inv;
             m->rope_cos[(size_t)p * half + i] = (float)cos(a);
             m->rope_sin[(size_t)p * half + i] = (float)sin(a);
         }
+    }
     *out = m;
     return COH_OK;
 
@@ -185,8 +221,10 @@ void model_init_random(model *m, uint64_t seed)
         const model_tensor *t = &m->tensors[i];
         float *p = m->params + t->offset;
         if (t->ndim == 1) {
+            size_t nl = strlen(t->name);
+            float v = nl > 5 && strcmp(t->name + nl - 5, ".bias") == 0 ? 0.0f : 1.0f;
             for (size_t j = 0; j < t->numel; j++)
-                p[j] = 1.0f;
+                p[j] = v;
             continue;
         }
         double sd = 0.02;
@@ -218,7 +256,7 @@ int model_ws_create(const model *m, int max_B, int max_T, model_ws **out, coh_er
                         "most max_position_embeddings = %d tokens",
                         max_B, max_T, c->max_seq);
     size_t N = (size_t)max_B * (size_t)max_T, D = (size_t)c->dim, F = (size_t)c->hidden_dim;
-    size_t hd = D / (size_t)c->n_heads, qd = (size_t)c->n_heads * hd,
+    size_t hd = (size_t)model_config_head_dim(c), qd = (size_t)c->n_heads * hd,
            kvd = (size_t)c->n_kv_heads * hd, V = (size_t)c->vocab_size;
     size_t att = (size_t)max_B * (size_t)c->n_heads * (size_t)max_T * (size_t)max_T;
     size_t per_layer = N * (4 * D + qd + 2 * kvd + qd + 3 * F + 2) + att;
@@ -348,6 +386,25 @@ void model__rope(float *x, int N, int T, int pos0, int nh, int hd, const float *
     }
 }
 
+void model__add_bias(float *x, const float *b, int N, int n)
+{
+    for (int r = 0; r < N; r++) {
+        float *row = x + (size_t)r * n;
+        for (int j = 0; j < n; j++)
+            row[j] += b[j];
+    }
+}
+
+/* db[n] += sum over the N rows of dy[N, n]: the gradient of a bias. */
+static void bias_backward(float *db, const float *dy, int N, int n)
+{
+    for (int r = 0; r < N; r++) {
+        const float *row = dy + (size_t)r * n;
+        for (int j = 0; j < n; j++)
+            db[j] += row[j];
+    }
+}
+
 static float silu(float g) { return g / (1.0f + expf(-g)); }
 
 /* ---- forward ------------------------------------------------------------------------------ */
@@ -360,7 +417,8 @@ int model_forward(const model *m, model_ws *ws, const int *tokens, int B, int T,
                         "forward over %d x %d tokens, but the workspace holds at most %d x %d",
                         B, T, ws->max_B, ws->max_T);
     int N = B * T, D = c->dim, F = c->hidden_dim, V = c->vocab_size, H = c->n_heads,
-        KVH = c->n_kv_heads, hd = D / H, qd = H * hd, kvd = KVH * hd, grp = H / KVH;
+        KVH = c->n_kv_heads, hd = model_config_head_dim(c), qd = H * hd, kvd = KVH * hd,
+        grp = H / KVH;
     for (int i = 0; i < N; i++)
         if (tokens[i] < 0 || tokens[i] >= V)
             return coh_fail(err, COH_ERANGE,
@@ -386,6 +444,11 @@ int model_forward(const model *m, model_ws *ws, const int *tokens, int B, int T,
         la_linear(a->q, a->xn1, P + W->wq, N, D, qd, 0);
         la_linear(a->k, a->xn1, P + W->wk, N, D, kvd, 0);
         la_linear(a->v, a->xn1, P + W->wv, N, D, kvd, 0);
+        if (c->qkv_bias) {
+            model__add_bias(a->q, P + W->bq, N, qd);
+            model__add_bias(a->k, P + W->bk, N, kvd);
+            model__add_bias(a->v, P + W->bv, N, kvd);
+        }
         model__rope(a->q, N, T, 0, H, hd, m->rope_cos, m->rope_sin, 0);
         model__rope(a->k, N, T, 0, KVH, hd, m->rope_cos, m->rope_sin, 0);
 
@@ -420,6 +483,8 @@ int model_forward(const model *m, model_ws *ws, const int *tokens, int B, int T,
             }
         memcpy(a->xmid, a->x, (size_t)N * D * sizeof(float));
         la_linear(a->xmid, a->ao, P + W->wo, N, qd, D, 1);
+        if (c->o_bias)
+            model__add_bias(a->xmid, P + W->bo, N, D);
 
         model__rmsnorm(a->xn2, a->rstd2, a->xmid, P + W->mlp_norm, N, D, c->rms_eps);
         la_linear(a->gate, a->xn2, P + W->gate, N, D, F, 0);
@@ -443,7 +508,8 @@ int model_backward(const model *m, model_ws *ws, const float *dlogits, float *gr
     if (B <= 0)
         return coh_fail(err, COH_ESTATE, "model_backward called before model_forward");
     int N = B * T, D = c->dim, F = c->hidden_dim, V = c->vocab_size, H = c->n_heads,
-        KVH = c->n_kv_heads, hd = D / H, qd = H * hd, kvd = KVH * hd, grp = H / KVH;
+        KVH = c->n_kv_heads, hd = model_config_head_dim(c), qd = H * hd, kvd = KVH * hd,
+        grp = H / KVH;
     const float *P = m->params;
     float scale = 1.0f / sqrtf((float)hd);
     float *dres = ws->dres, *dxn = ws->dxn;
@@ -477,6 +543,8 @@ int model_backward(const model *m, model_ws *ws, const float *dlogits, float *gr
 
         /* attention: xmid = x + o_proj(ao); dres is now d/dxmid */
         la_linear_dw(grads + W->wo, dres, a->ao, N, qd, D);
+        if (c->o_bias)
+            bias_backward(grads + W->bo, dres, N, D);
         la_linear_dx(ws->dao, dres, P + W->wo, N, qd, D, 0);
         memset(ws->dk, 0, (size_t)N * kvd * sizeof(float));
         memset(ws->dv, 0, (size_t)N * kvd * sizeof(float));
@@ -517,6 +585,11 @@ int model_backward(const model *m, model_ws *ws, const float *dlogits, float *gr
             }
         model__rope(ws->dq, N, T, 0, H, hd, m->rope_cos, m->rope_sin, 1);
         model__rope(ws->dk, N, T, 0, KVH, hd, m->rope_cos, m->rope_sin, 1);
+        if (c->qkv_bias) { /* dq, dk, dv are now gradients of the projections' outputs */
+            bias_backward(grads + W->bq, ws->dq, N, qd);
+            bias_backward(grads + W->bk, ws->dk, N, kvd);
+            bias_backward(grads + W->bv, ws->dv, N, kvd);
+        }
         la_linear_dw(grads + W->wq, ws->dq, a->xn1, N, D, qd);
         la_linear_dw(grads + W->wk, ws->dk, a->xn1, N, D, kvd);
         la_linear_dw(grads + W->wv, ws->dv, a->xn1, N, D, kvd);

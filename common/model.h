@@ -1,10 +1,16 @@
 /* model.h - the Llama-style decoder-only policy: parameters, batched forward and backward.
  *
  * Architecture (DESIGN.md): token embedding; per layer RMSNorm -> causal grouped-query
- * self-attention with rotary embeddings (Hugging Face rotate_half, non-interleaved), no biases
- * -> residual; RMSNorm -> SwiGLU MLP down(silu(gate(x)) * up(x)) -> residual; final RMSNorm;
- * lm_head (optionally tied to the embedding). Linear weights are stored as Hugging Face does,
- * [out_features, in_features], so y = x W^T.
+ * self-attention with rotary embeddings (Hugging Face rotate_half, non-interleaved) -> residual;
+ * RMSNorm -> SwiGLU MLP down(silu(gate(x)) * up(x)) -> residual; final RMSNorm; lm_head
+ * (optionally tied to the embedding). Linear weights are stored as Hugging Face does,
+ * [out_features, in_features], so y = x W^T (+ b).
+ *
+ * Families (config.json "architectures"): LlamaForCausalLM (optionally attention_bias: biases
+ * on q/k/v/o), Qwen2ForCausalLM (biases on q/k/v, always), MistralForCausalLM (no sliding
+ * window). Every family may set an explicit head_dim (H * head_dim need not equal D) and Llama
+ * 3 rope_scaling (rope_type "llama3"). Anything else is refused by name when the config is
+ * read; the forward, the backward and the sampler implement exactly these variants.
  *
  * Memory: all parameters live in one float slab (model_params); each named tensor is a view
  * at a fixed offset. A gradient slab of the same size uses the same offsets, so
@@ -26,18 +32,53 @@
 
 /* ---- configuration ----------------------------------------------------------------- */
 
+/* Model family: the "architectures" entry of config.json (its model_type in brackets). */
+typedef enum model_family {
+    MODEL_FAMILY_LLAMA = 0,   /* LlamaForCausalLM (llama) */
+    MODEL_FAMILY_QWEN2 = 1,   /* Qwen2ForCausalLM (qwen2): q/k/v biases */
+    MODEL_FAMILY_MISTRAL = 2, /* MistralForCausalLM (mistral), without a sliding window */
+} model_family;
+
+/* rope_scaling.rope_type */
+typedef enum model_rope_type {
+    MODEL_ROPE_DEFAULT = 0, /* no rope_scaling: inv_freq[i] = theta^(-2i / head_dim) */
+    MODEL_ROPE_LLAMA3 = 1,  /* Llama 3.1: long wavelengths divided by factor, smooth between */
+} model_rope_type;
+
+#define MODEL_MAX_EOS 8 /* eos_token_id entries kept (Llama 3 lists 3) */
+
+/* Every field zero except the first ten means plain Llama with head_dim = D / H, so older
+ * code that fills only those keeps its meaning. */
 typedef struct model_config {
     int vocab_size;        /* V */
     int dim;               /* D, hidden_size */
     int hidden_dim;        /* F, intermediate_size */
     int n_layers;          /* L, num_hidden_layers */
-    int n_heads;           /* H, num_attention_heads; head_dim = D / H */
+    int n_heads;           /* H, num_attention_heads */
     int n_kv_heads;        /* KVH, num_key_value_heads; H % KVH == 0 */
     int max_seq;           /* max_position_embeddings */
     int tie_embeddings;    /* tie_word_embeddings: lm_head shares model.embed_tokens.weight */
     float rms_eps;         /* rms_norm_eps */
     float rope_theta;      /* rope_theta */
+    int family;            /* model_family */
+    int head_dim;          /* hd, head_dim; 0 = D / H (then H must divide D) */
+    int qkv_bias;          /* 1: q/k/v_proj carry biases (Qwen2: always; Llama: attention_bias) */
+    int o_bias;            /* 1: o_proj carries a bias (Llama attention_bias; never Qwen2) */
+    int rope_type;         /* model_rope_type */
+    float rope_factor;           /* llama3: rope_scaling.factor (> 0) */
+    float rope_low_freq_factor;  /* llama3: rope_scaling.low_freq_factor (> 0) */
+    float rope_high_freq_factor; /* llama3: rope_scaling.high_freq_factor (> low) */
+    int rope_orig_max_pos;       /* llama3: rope_scaling.original_max_position_embeddings */
+    int n_eos;                   /* entries of eos_ids; 0 = none given */
+    int eos_ids[MODEL_MAX_EOS];  /* eos_token_id (int or list; generation_config.json wins) */
 } model_config;
+
+/* The head dimension hd: c->head_dim when set, else dim / n_heads. */
+int model_config_head_dim(const model_config *c);
+/* "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"; "?" for a bad value. */
+const char *model_family_arch(int family);
+/* "llama", "qwen2", "mistral" (config.json model_type); "?" for a bad value. */
+const char *model_family_type(int family);
 
 /* A config with the defaults of a small built-in policy (dim 64, 2 layers, 4 heads, ...). */
 model_config model_config_default(int vocab_size);
@@ -46,12 +87,21 @@ int model_config_validate(const model_config *c, coh_err *err);
 /* Read / write the Hugging Face config.json fields listed in DESIGN.md.
  * Reading accepts files written elsewhere (extra keys are ignored; missing optional keys
  * take Llama defaults: n_kv_heads = n_heads, rms_norm_eps 1e-6, rope_theta 10000,
- * tie_word_embeddings false). Writing is atomic (temp file, fsync, rename). */
+ * tie_word_embeddings false; no "architectures" means model_type, and neither means Llama).
+ * Keys that would change the model in a way Cohort does not implement are refused with
+ * COH_EUNSUPPORTED naming the key and its value: another architecture or model_type, a
+ * rope_scaling type other than "default"/"llama3", a real sliding window, partial rotary
+ * embeddings, mlp_bias, an activation other than silu. eos_token_id may be an int or a list.
+ * Writing is atomic (temp file, fsync, rename). */
 int model_config_load(const char *path, model_config *out, coh_err *err);
 int model_config_save(const char *path, const model_config *c, coh_err *err);
 /* The same JSON in memory: *out is malloc'd text (free it); parse reads such text. */
 int model_config_to_json(const model_config *c, char **out, coh_err *err);
 int model_config_parse(const char *text, size_t len, model_config *out, coh_err *err);
+/* Apply a Hugging Face generation_config.json to c: when it has eos_token_id (an int or a
+ * list), that list replaces c's (transformers lets generation_config.json win). Other keys
+ * are ignored. On failure c is unchanged. */
+int model_config_load_generation(const char *path, model_config *c, coh_err *err);
 
 /* ---- parameters -------------------------------------------------------------------- */
 
@@ -72,7 +122,7 @@ int model_create(const model_config *c, model **out, coh_err *err);
 /* Free everything; NULL is fine. */
 void model_destroy(model *m);
 /* Deterministic random initialisation: matrices N(0, 0.02) (output projections scaled by
- * 1/sqrt(2L)), norm weights 1. */
+ * 1/sqrt(2L)), norm weights 1, biases 0 (as transformers initialises them). */
 void model_init_random(model *m, uint64_t seed);
 /* A deep copy (for the frozen reference policy). */
 int model_clone(const model *m, model **out, coh_err *err);

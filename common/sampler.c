@@ -34,6 +34,37 @@ sample_params sample_params_default(void)
     return p;
 }
 
+static int is_stop(const sample_params *p, int t)
+{
+    if (t == p->eos_id)
+        return 1;
+    for (int i = 0; i < p->n_stop; i++)
+        if (t == p->stop_ids[i])
+            return 1;
+    return 0;
+}
+
+int sample_params_use_eos(sample_params *p, const model_config *c, coh_err *err)
+{
+    sample_params next = *p;
+    if (next.n_stop < 0 || next.n_stop > SAMPLE_MAX_STOP)
+        return coh_fail(err, COH_EINVAL, "sample_params n_stop = %d is outside 0..%d",
+                        next.n_stop, SAMPLE_MAX_STOP);
+    for (int i = 0; i < c->n_eos; i++) {
+        int id = c->eos_ids[i];
+        if (is_stop(&next, id))
+            continue;
+        if (next.n_stop == SAMPLE_MAX_STOP)
+            return coh_fail(err, COH_ERANGE,
+                            "the model's eos_token_id list does not fit in the sampler's %d "
+                            "stop ids",
+                            SAMPLE_MAX_STOP);
+        next.stop_ids[next.n_stop++] = id;
+    }
+    *p = next;
+    return COH_OK;
+}
+
 int sampler_create(const model *m, int max_batch, int max_seq, sampler **out, coh_err *err)
 {
     *out = NULL;
@@ -55,7 +86,7 @@ int sampler_create(const model *m, int max_batch, int max_seq, sampler **out, co
         return rc;
     }
     size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
-    size_t hd = D / (size_t)c->n_heads, qd = (size_t)c->n_heads * hd,
+    size_t hd = (size_t)model_config_head_dim(c), qd = (size_t)c->n_heads * hd,
            kvd = (size_t)c->n_kv_heads * hd, nb = (size_t)max_batch;
     size_t cache = (size_t)c->n_layers * nb * (size_t)max_seq * kvd;
     size_t total = 2 * cache + nb * (2 * D + 2 * qd + 2 * kvd + 2 * F + V) + (size_t)max_seq;
@@ -107,9 +138,12 @@ static int cmp_pi(const void *a, const void *b)
     return x->i - y->i;
 }
 
-/* Draw one id from softmax(logits / T), optionally truncated by top-k / top-p. */
+/* Draw one id from softmax(logits[0..V) / T) restricted to ids < p->vocab_limit (when set)
+ * and renormalised, optionally truncated by top-k / top-p. */
 static int draw(sampler *s, const float *logits, int V, const sample_params *p, rng *r)
 {
+    if (p->vocab_limit > 0 && p->vocab_limit < V)
+        V = p->vocab_limit; /* the rows beyond are never candidates */
     double lse = sm_logsumexp(logits, V, p->temperature);
     double inv_t = 1.0 / (double)p->temperature;
     double u = rng_uniform(r);
@@ -165,7 +199,7 @@ static void decode_step(sampler *s, int n, int pos)
     const float *P = model_params_const(m);
     const model__layer *layers = model__layers(m);
     int D = c->dim, F = c->hidden_dim, V = c->vocab_size, H = c->n_heads, KVH = c->n_kv_heads;
-    int hd = D / H, qd = H * hd, kvd = KVH * hd, grp = H / KVH;
+    int hd = model_config_head_dim(c), qd = H * hd, kvd = KVH * hd, grp = H / KVH;
     size_t row_stride = (size_t)s->max_seq * kvd, layer_stride = (size_t)s->max_batch * row_stride;
     float scale = 1.0f / sqrtf((float)hd);
 
@@ -178,6 +212,11 @@ static void decode_step(sampler *s, int n, int pos)
         la_linear(s->q, s->xn, P + W->wq, n, D, qd, 0);
         la_linear(s->k, s->xn, P + W->wk, n, D, kvd, 0);
         la_linear(s->v, s->xn, P + W->wv, n, D, kvd, 0);
+        if (c->qkv_bias) {
+            model__add_bias(s->q, P + W->bq, n, qd);
+            model__add_bias(s->k, P + W->bk, n, kvd);
+            model__add_bias(s->v, P + W->bv, n, kvd);
+        }
         model__rope(s->q, n, 1, pos, H, hd, model__rope_cos(m), model__rope_sin(m), 0);
         model__rope(s->k, n, 1, pos, KVH, hd, model__rope_cos(m), model__rope_sin(m), 0);
         for (int a = 0; a < n; a++) {
@@ -207,6 +246,8 @@ static void decode_step(sampler *s, int n, int pos)
             }
         }
         la_linear(s->x, s->ao, P + W->wo, n, qd, D, 1);
+        if (c->o_bias)
+            model__add_bias(s->x, P + W->bo, n, D);
         model__rmsnorm(s->xn, NULL, s->x, P + W->mlp_norm, n, D, c->rms_eps);
         la_linear(s->gate, s->xn, P + W->gate, n, D, F, 0);
         la_linear(s->up, s->xn, P + W->up, n, D, F, 0);
@@ -237,6 +278,14 @@ int sampler_generate(sampler *s, const int *prompt, int prompt_len, int n,
                         "bad sampling parameters (temperature %g must be > 0, top_p %g in (0,1], "
                         "top_k %d >= 0, max_new_tokens %d > 0)",
                         (double)p->temperature, (double)p->top_p, p->top_k, p->max_new_tokens);
+    if (p->n_stop < 0 || p->n_stop > SAMPLE_MAX_STOP)
+        return coh_fail(err, COH_EINVAL, "bad sampling parameters: n_stop = %d is outside 0..%d",
+                        p->n_stop, SAMPLE_MAX_STOP);
+    if (p->vocab_limit < 0 || p->vocab_limit > V)
+        return coh_fail(err, COH_EINVAL,
+                        "bad sampling parameters: vocab_limit = %d is outside 0..%d (0 = the "
+                        "whole vocabulary)",
+                        p->vocab_limit, V);
     if (prompt_len + p->max_new_tokens > s->max_seq)
         return coh_fail(err, COH_ERANGE,
                         "prompt of %d tokens + %d new tokens exceeds the sampler's %d positions",
@@ -245,7 +294,7 @@ int sampler_generate(sampler *s, const int *prompt, int prompt_len, int n,
     int rc = model_forward(s->m, s->pre, prompt, 1, prompt_len, err);
     if (rc)
         return rc;
-    int kvd = c->n_kv_heads * (c->dim / c->n_heads);
+    int kvd = c->n_kv_heads * model_config_head_dim(c);
     size_t row_stride = (size_t)s->max_seq * kvd, layer_stride = (size_t)s->max_batch * row_stride;
     for (int l = 0; l < c->n_layers; l++) {
         const float *k = model__ws_k(s->pre, l), *v = model__ws_v(s->pre, l);
@@ -277,7 +326,7 @@ int sampler_generate(sampler *s, const int *prompt, int prompt_len, int n,
             if (entropy)
                 entropy[(size_t)row * M + step] = ent;
             len[row] = step + 1;
-            if (t != p->eos_id && step + 1 < M) {
+            if (!is_stop(p, t) && step + 1 < M) {
                 s->rows[keep] = row;
                 s->cur[keep] = t;
                 keep++;

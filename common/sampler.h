@@ -6,6 +6,15 @@
  * under the temperature-scaled distribution softmax(logits / T) - the full distribution,
  * before any top-k / top-p truncation - which is exactly what the learner recomputes.
  *
+ * Stopping: a row ends after it samples eos_id or any of stop_ids[0..n_stop) (a model's
+ * eos_token_id list: sample_params_use_eos), or after max_new_tokens.
+ *
+ * Vocabulary limit: a model's vocab_size may exceed the tokenizer's ids (embedding rows padded
+ * for speed, as in Qwen2). With vocab_limit > 0 only ids < vocab_limit are ever sampled: the
+ * draw (and top-k / top-p) use softmax(logits / T) restricted to those ids and renormalised.
+ * Like top-k / top-p truncation, this does not change the recorded log-probability, which
+ * stays that of the full distribution over all V ids (what the learner recomputes).
+ *
  * The sampler reads the model's parameters at call time: a model updated in place between
  * calls is sampled with its new weights. Sampling with the same seed is reproducible.
  */
@@ -16,15 +25,24 @@
 #include "model.h"
 #include "rng.h"
 
+#define SAMPLE_MAX_STOP 8 /* stop ids besides eos_id */
+
+/* Fields left zero by an initializer keep the older meaning: no extra stop ids, no limit. */
 typedef struct sample_params {
     float temperature;  /* > 0; 1 = the model's distribution */
     int top_k;          /* 0 = off */
     float top_p;        /* 1 = off; in (0, 1] */
     int max_new_tokens; /* > 0 */
     int eos_id;         /* generation of a row stops after it samples this id; -1 = never */
+    int n_stop;         /* 0..SAMPLE_MAX_STOP entries of stop_ids */
+    int stop_ids[SAMPLE_MAX_STOP]; /* a row also stops after sampling any of these */
+    int vocab_limit;    /* > 0: only ids < vocab_limit are sampled (<= V); 0 = all V ids */
 } sample_params;
 
 sample_params sample_params_default(void);
+/* Add the model's eos_token_id list (model_config eos_ids) to p's stop ids, skipping ids
+ * already there. COH_ERANGE (p unchanged) when they do not fit in SAMPLE_MAX_STOP. */
+int sample_params_use_eos(sample_params *p, const model_config *c, coh_err *err);
 
 typedef struct sampler sampler; /* opaque: KV cache and scratch for up to max_batch rows */
 
@@ -37,7 +55,8 @@ void sampler_destroy(sampler *s);
  * OUT logp    [n, p->max_new_tokens] log-probability of each sampled id (may be NULL),
  * OUT entropy [n, p->max_new_tokens] entropy of each step's distribution (may be NULL),
  * OUT len     [n] tokens generated per row, including the EOS if one was sampled.
- * Errors: n > max_batch, prompt_len + max_new_tokens > max_seq, bad ids, bad params. */
+ * Errors: n > max_batch, prompt_len + max_new_tokens > max_seq, bad ids, bad params
+ * (n_stop outside 0..SAMPLE_MAX_STOP, vocab_limit outside 0..V). */
 int sampler_generate(sampler *s, const int *prompt, int prompt_len, int n,
                      const sample_params *p, rng *r, int *tokens, float *logp,
                      float *entropy, int *len, coh_err *err);

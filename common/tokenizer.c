@@ -1,4 +1,5 @@
-/* tokenizer.c - the built-in character tokenizer and its tokenizer.json (see tokenizer.h).
+/* tokenizer.c - the policy's tokenizer (see tokenizer.h): the built-in character kind here,
+ * the Hugging Face kind delegated to hftok.c.
  *
  * Every character is one byte of 7-bit ASCII (1..127), so encoding is a 256-entry lookup
  * table and decoding an array index. The file format is fixed by tokenizer.h; loading checks
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "fsutil.h"
+#include "hftok.h"
 
 #define TOK_TYPE "cohort-char"
 #define TOK_VERSION 1
@@ -21,7 +23,16 @@
 
 static const char *const k_specials[TOK_NSPECIAL] = {"<pad>", "<bos>", "<eos>"};
 
+enum { TOKK_CHAR, TOKK_HF };
+
 struct tokenizer {
+    int kind;
+    /* TOKK_HF */
+    hft *hf;
+    char *hf_text; /* the tokenizer.json as read, written back verbatim */
+    size_t hf_len;
+    int bos, eos, add_bos, add_eos;
+    /* TOKK_CHAR */
     int nchars;                    /* vocab size = TOK_NSPECIAL + nchars */
     char chars[TOK_MAX_CHARS + 1]; /* chars[i] has id TOK_NSPECIAL + i; NUL-terminated */
     int id_of[256];                /* byte -> id, or -1 */
@@ -119,6 +130,117 @@ static int tok_from_json(const cJSON *root, tokenizer **out, coh_err *err)
     return tok_from_chars(chars->valuestring, out, err);
 }
 
+/* A file that is not valid JSON (say, truncated) cannot be asked for "model": it is a
+ * Hugging Face one when one of that format's top-level keys shows in its first 4 KiB. */
+static int looks_hf(const char *text, size_t len)
+{
+    static const char *const keys[] = {"\"added_tokens\"", "\"pre_tokenizer\"",
+                                       "\"normalizer\"", "\"model\""};
+    size_t n = len < 4096 ? len : 4096;
+    for (int k = 0; k < 4; k++) {
+        size_t kl = strlen(keys[k]);
+        for (size_t i = 0; i + kl <= n; i++)
+            if (memcmp(text + i, keys[k], kl) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+/* A Hugging Face tokenizer.json: keep the text, no BOS/EOS until a config says so. */
+static int tok_from_hf(const char *text, size_t len, tokenizer **out, coh_err *err)
+{
+    *out = NULL;
+    tokenizer *t = calloc(1, sizeof *t);
+    if (!t || !(t->hf_text = malloc(len + 1))) {
+        free(t);
+        return coh_fail(err, COH_ENOMEM, "out of memory loading a tokenizer");
+    }
+    memcpy(t->hf_text, text, len);
+    t->hf_text[len] = '\0';
+    t->hf_len = len;
+    t->kind = TOKK_HF;
+    int rc = hft_create(text, len, &t->hf, err);
+    if (rc != COH_OK) {
+        free(t->hf_text);
+        free(t);
+        return rc;
+    }
+    t->bos = hft_template_bos(t->hf);
+    t->add_bos = t->bos >= 0;
+    t->eos = -1;
+    *out = t;
+    return COH_OK;
+}
+
+/* bos_token / eos_token of tokenizer_config.json: *_token_id, or the token's content. */
+static int config_token(tokenizer *t, const cJSON *cfg, const char *key, int *id,
+                        coh_err *err)
+{
+    char idkey[32];
+    snprintf(idkey, sizeof idkey, "%s_id", key);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, idkey);
+    int V = hft_vocab_size(t->hf);
+    if (cJSON_IsNumber(v)) {
+        if (v->valuedouble < 0 || v->valuedouble >= V || v->valuedouble != (double)v->valueint)
+            return coh_fail(err, COH_EFORMAT, "\"%s\" %g is not an id of tokenizer.json (0..%d)",
+                            idkey, v->valuedouble, V - 1);
+        *id = v->valueint;
+        return COH_OK;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (!v || cJSON_IsNull(v))
+        return COH_OK;
+    if (cJSON_IsObject(v))
+        v = cJSON_GetObjectItemCaseSensitive(v, "content");
+    if (!cJSON_IsString(v))
+        return coh_fail(err, COH_EFORMAT,
+                        "\"%s\" must be a string, an object with \"content\", or null", key);
+    int found = hft_token_id(t->hf, v->valuestring);
+    if (found < 0)
+        return coh_fail(err, COH_EFORMAT, "\"%s\" \"%.64s\" is not a token of tokenizer.json",
+                        key, v->valuestring);
+    *id = found;
+    return COH_OK;
+}
+
+static int config_bool(const cJSON *cfg, const char *key, int *out, coh_err *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (!v || cJSON_IsNull(v))
+        return COH_OK;
+    if (!cJSON_IsBool(v))
+        return coh_fail(err, COH_EFORMAT, "\"%s\" must be true or false", key);
+    *out = cJSON_IsTrue(v);
+    return COH_OK;
+}
+
+static int apply_config(tokenizer *t, const char *path, coh_err *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = fs_read_all(path, &text, &len, err);
+    if (rc != COH_OK)
+        return rc;
+    cJSON *cfg = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cfg || !cJSON_IsObject(cfg)) {
+        cJSON_Delete(cfg);
+        return coh_fail(err, COH_EFORMAT, "'%s' is not a JSON object (is it truncated?)", path);
+    }
+    if ((rc = config_token(t, cfg, "bos_token", &t->bos, err)) == COH_OK &&
+        (rc = config_token(t, cfg, "eos_token", &t->eos, err)) == COH_OK &&
+        (rc = config_bool(cfg, "add_bos_token", &t->add_bos, err)) == COH_OK)
+        rc = config_bool(cfg, "add_eos_token", &t->add_eos, err);
+    cJSON_Delete(cfg);
+    if (rc == COH_OK && t->add_bos && t->bos < 0)
+        rc = coh_fail(err, COH_EFORMAT, "add_bos_token is true but there is no bos_token");
+    if (rc == COH_OK && t->add_eos && t->eos < 0)
+        rc = coh_fail(err, COH_EFORMAT, "add_eos_token is true but there is no eos_token");
+    if (rc != COH_OK)
+        return coh_wrap(err, rc, "'%s'", path);
+    return COH_OK;
+}
+
 /* ---- public API --------------------------------------------------------------------- */
 
 int tok_create_default(tokenizer **out, coh_err *err)
@@ -143,14 +265,43 @@ int tok_load(const char *path, tokenizer **out, coh_err *err)
     int rc = fs_read_all(path, &text, &len, err);
     if (rc != COH_OK)
         return rc;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    rc = tok_from_text(text, len, out, err);
     free(text);
-    if (!root)
-        return coh_fail(err, COH_EFORMAT, "tokenizer '%s' is not valid JSON", path);
-    rc = tok_from_json(root, out, err);
-    cJSON_Delete(root);
     if (rc != COH_OK)
         return coh_wrap(err, rc, "tokenizer '%s'", path);
+    return COH_OK;
+}
+
+int tok_load_dir(const char *dir, tokenizer **out, coh_err *err)
+{
+    if (out)
+        *out = NULL;
+    if (!dir || !out)
+        return coh_fail(err, COH_EINVAL, "tok_load_dir: NULL argument");
+    size_t n = strlen(dir) + 32;
+    char *path = malloc(n);
+    if (!path)
+        return coh_fail(err, COH_ENOMEM, "out of memory");
+    snprintf(path, n, "%s/%s", dir, TOK_FILE);
+    if (!fs_exists(path)) {
+        int rc = coh_fail(err, COH_ENOTFOUND, "'%s' has no %s (a folder of a Hugging Face model "
+                          "or a Cohort checkpoint holds one)", dir, TOK_FILE);
+        free(path);
+        return rc;
+    }
+    tokenizer *t = NULL;
+    int rc = tok_load(path, &t, err);
+    if (rc == COH_OK && t->kind == TOKK_HF) {
+        snprintf(path, n, "%s/tokenizer_config.json", dir);
+        if (fs_exists(path))
+            rc = apply_config(t, path, err);
+    }
+    free(path);
+    if (rc != COH_OK) {
+        tok_destroy(t);
+        return rc;
+    }
+    *out = t;
     return COH_OK;
 }
 
@@ -159,6 +310,13 @@ int tok_to_json(const tokenizer *t, char **out, coh_err *err)
     if (!t || !out)
         return coh_fail(err, COH_EINVAL, "tok_to_json: NULL argument");
     *out = NULL;
+    if (t->kind == TOKK_HF) {
+        *out = malloc(t->hf_len + 1);
+        if (!*out)
+            return coh_fail(err, COH_ENOMEM, "out of memory copying tokenizer.json");
+        memcpy(*out, t->hf_text, t->hf_len + 1);
+        return COH_OK;
+    }
     cJSON *root = cJSON_CreateObject();
     int ok = root && cJSON_AddStringToObject(root, "type", TOK_TYPE) &&
              cJSON_AddNumberToObject(root, "version", TOK_VERSION);
@@ -188,10 +346,18 @@ int tok_from_text(const char *text, size_t len, tokenizer **out, coh_err *err)
     if (!text || !out)
         return coh_fail(err, COH_EINVAL, "tok_from_text: NULL argument");
     cJSON *root = cJSON_ParseWithLength(text, len);
-    if (!root)
+    if (!root) {
+        /* a Hugging Face file names where it stops being JSON */
+        if (looks_hf(text, len))
+            return tok_from_hf(text, len, out, err);
         return coh_fail(err, COH_EFORMAT, "tokenizer.json text is not valid JSON");
-    int rc = tok_from_json(root, out, err);
+    }
+    int hf = cJSON_IsObject(root) && cJSON_GetObjectItemCaseSensitive(root, "model") &&
+             !cJSON_GetObjectItemCaseSensitive(root, "type");
+    int rc = hf ? COH_OK : tok_from_json(root, out, err);
     cJSON_Delete(root);
+    if (hf)
+        rc = tok_from_hf(text, len, out, err);
     return rc;
 }
 
@@ -199,6 +365,8 @@ int tok_save(const tokenizer *t, const char *path, coh_err *err)
 {
     if (!t || !path)
         return coh_fail(err, COH_EINVAL, "tok_save: NULL argument");
+    if (t->kind == TOKK_HF)
+        return fs_write_atomic(path, t->hf_text, t->hf_len, err);
     char *text = NULL;
     int rc = tok_to_json(t, &text, err);
     if (rc != COH_OK)
@@ -211,9 +379,81 @@ int tok_save(const tokenizer *t, const char *path, coh_err *err)
     return rc;
 }
 
-void tok_destroy(tokenizer *t) { free(t); }
+void tok_destroy(tokenizer *t)
+{
+    if (!t)
+        return;
+    hft_destroy(t->hf);
+    free(t->hf_text);
+    free(t);
+}
 
-int tok_vocab_size(const tokenizer *t) { return t ? TOK_NSPECIAL + t->nchars : 0; }
+const char *tok_kind(const tokenizer *t)
+{
+    return t && t->kind == TOKK_HF ? "huggingface" : "cohort-char";
+}
+
+int tok_vocab_size(const tokenizer *t)
+{
+    if (!t)
+        return 0;
+    return t->kind == TOKK_HF ? hft_vocab_size(t->hf) : TOK_NSPECIAL + t->nchars;
+}
+
+int tok_bos_id(const tokenizer *t) { return !t ? -1 : t->kind == TOKK_HF ? t->bos : TOK_BOS; }
+int tok_eos_id(const tokenizer *t) { return !t ? -1 : t->kind == TOKK_HF ? t->eos : TOK_EOS; }
+int tok_add_bos(const tokenizer *t) { return !t ? 0 : t->kind == TOKK_HF ? t->add_bos : 1; }
+int tok_add_eos(const tokenizer *t) { return t && t->kind == TOKK_HF ? t->add_eos : 0; }
+
+static int hf_encode(const tokenizer *t, const char *text, int *ids, int max_ids, int *n,
+                     coh_err *err)
+{
+    int *all = NULL;
+    size_t k = 0;
+    int rc = hft_encode(t->hf, text, strlen(text), &all, &k, err);
+    if (rc != COH_OK)
+        return rc;
+    if (k > (size_t)max_ids) {
+        free(all);
+        return coh_fail(err, COH_ERANGE, "text needs %zu tokens, more than the %d there is room "
+                        "for", k, max_ids);
+    }
+    if (k)
+        memcpy(ids, all, k * sizeof *ids);
+    free(all);
+    *n = (int)k;
+    return COH_OK;
+}
+
+static size_t hf_decode(const tokenizer *t, const int *ids, int n, char *out, size_t cap)
+{
+    int V = hft_vocab_size(t->hf), k = 0;
+    int *ok = malloc(((size_t)(n > 0 ? n : 0) + 1) * sizeof *ok);
+    if (!ok) {
+        out[0] = '\0';
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < V && hft_token_str(t->hf, ids[i]))
+            ok[k++] = ids[i];
+    char *text = NULL;
+    size_t len = 0;
+    int rc = hft_decode(t->hf, ok, (size_t)k, &text, &len, NULL);
+    free(ok);
+    if (rc != COH_OK) {
+        out[0] = '\0';
+        return 0;
+    }
+    if (len > cap - 1) {
+        len = cap - 1; /* cut before a partial character */
+        while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80)
+            len--;
+    }
+    memcpy(out, text, len);
+    out[len] = '\0';
+    free(text);
+    return len;
+}
 
 int tok_encode(const tokenizer *t, const char *text, int *ids, int max_ids, int *n,
                coh_err *err)
@@ -222,6 +462,8 @@ int tok_encode(const tokenizer *t, const char *text, int *ids, int max_ids, int 
         *n = 0;
     if (!t || !text || !n || max_ids < 0 || (max_ids > 0 && !ids))
         return coh_fail(err, COH_EINVAL, "tok_encode: bad arguments");
+    if (t->kind == TOKK_HF)
+        return hf_encode(t, text, ids, max_ids, n, err);
     int k = 0;
     for (size_t i = 0; text[i]; i++) {
         unsigned char c = (unsigned char)text[i];
@@ -247,6 +489,8 @@ size_t tok_decode(const tokenizer *t, const int *ids, int n, char *out, size_t c
 {
     if (!out || cap == 0)
         return 0;
+    if (t && ids && t->kind == TOKK_HF)
+        return hf_decode(t, ids, n, out, cap);
     size_t w = 0;
     if (t && ids) {
         for (int i = 0; i < n && w + 1 < cap; i++) {

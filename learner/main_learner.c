@@ -40,11 +40,14 @@
 #include "acklog.h"
 #include "actors.h"
 #include "admit.h"
+#include "chat.h"
 #include "cli.h"
 #include "cohort/v1/learner.pb-c.h"
 #include "cohort/v1/monitor.pb-c.h"
+#include "fsutil.h"
 #include "groupbuf.h"
 #include "history.h"
+#include "jinja.h"
 #include "lease.h"
 #include "linalg.h"
 #include "prom.h"
@@ -120,6 +123,9 @@ typedef struct learner {
     run_phase phase;
     char *tok_json;
     const tokenizer *tok;
+    jinja_tpl *chat_tpl;   /* renders prompt files' "messages" (NULL: none) */
+    chat_config chat_cfg;  /* bos/eos strings of the policy's tokenizer_config.json */
+    int32_t stop_ids[1];   /* the EOS id actors stop at */
     psrc *prompts;
     lease_table *leases;
     gbuf *buf;
@@ -172,13 +178,11 @@ static void publish_prom(learner *L);
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
-static int32_t k_stop_tokens[1] = {TOK_EOS};
-
 static void fill_sampling(const learner *L, Cohort__V1__SamplingParams *sp)
 {
     cohort__v1__sampling_params__init(sp);
-    sp->n_stop_token_ids = 1;
-    sp->stop_token_ids = k_stop_tokens;
+    sp->n_stop_token_ids = L->stop_ids[0] >= 0 ? 1 : 0;
+    sp->stop_token_ids = (int32_t *)L->stop_ids;
     sp->temperature = L->cfg.loss.temperature;
     sp->top_k = L->cfg.sampling.top_k;
     sp->top_p = L->cfg.sampling.top_p;
@@ -522,7 +526,7 @@ static void on_lease(rpc_call *call, rpc_event ev, void *data)
     lease_grant *g = calloc((size_t)want, sizeof *g);
     Cohort__V1__Lease *ls_ = calloc((size_t)want, sizeof *ls_);
     Cohort__V1__Lease **lp = calloc((size_t)want, sizeof *lp);
-    task_item *items = calloc((size_t)want, sizeof *items);
+    task_item *items = calloc((size_t)want, sizeof *items); /* generated prompts' texts */
     int *toks = calloc((size_t)want * (size_t)cap, sizeof *toks);
     char(*ids)[24] = calloc((size_t)want, sizeof *ids);
     coh_err err;
@@ -539,10 +543,12 @@ static void on_lease(rpc_call *call, rpc_event ev, void *data)
         l->lease_id = g[i].lease_id;
         snprintf(ids[i], sizeof ids[i], "%" PRIu64, g[i].prompt);
         l->prompt_id = ids[i];
-        l->task = (char *)psrc_item(L->prompts, g[i].prompt, &items[i]);
-        l->prompt = items[i].prompt;
-        l->answer = items[i].answer;
-        l->metadata_json = items[i].meta;
+        psrc_prompt pp;
+        psrc_get(L->prompts, g[i].prompt, &pp, &items[i]);
+        l->task = (char *)pp.task;
+        l->prompt = (char *)pp.text;
+        l->answer = (char *)pp.answer;
+        l->metadata_json = (char *)pp.meta;
         int *tk = toks + (size_t)i * (size_t)cap;
         int nt = psrc_tokens(L->prompts, g[i].prompt, tk, cap, NULL);
         if (nt > 0) {
@@ -1632,6 +1638,46 @@ static void on_signal(uv_signal_t *h, int signum)
     shutdown_all(L); /* or, while a step runs, when it is done */
 }
 
+/* ---- prompts: chat template ---------------------------------------------------------------------- */
+
+/* psrc's render hook: a prompt file's "messages" through the policy's chat template, with
+ * the generation prompt, as transformers' apply_chat_template(add_generation_prompt=True). */
+static int render_messages(void *ctx, const cJSON *messages, char **text, coh_err *err)
+{
+    learner *L = ctx;
+    return chat_render_tpl(L->chat_tpl, messages, 1, L->chat_cfg.bos_token,
+                           L->chat_cfg.eos_token, NULL, NULL, text, err);
+}
+
+/* The chat template: --chat-template FILE, else the policy folder's tokenizer_config.json
+ * (--init DIR); none for a base model (prompts are then raw text). */
+static int load_chat_template(learner *L, coh_err *err)
+{
+    const trainer_config *c = &L->cfg;
+    int rc;
+    if (c->init_from[0] && (rc = chat_config_load(c->init_from, &L->chat_cfg, err)) &&
+        rc != COH_ENOTFOUND)
+        return coh_wrap(err, rc, "%s/tokenizer_config.json", c->init_from);
+    char *text = NULL;
+    if (c->chat_template[0]) {
+        size_t len = 0;
+        if ((rc = fs_read_all(c->chat_template, &text, &len, err)))
+            return coh_wrap(err, rc, "--chat-template %s", c->chat_template);
+    } else if (L->chat_cfg.chat_template) {
+        text = strdup(L->chat_cfg.chat_template);
+        if (!text)
+            return coh_fail(err, COH_ENOMEM, "out of memory");
+    }
+    if (!text)
+        return COH_OK;
+    rc = jinja_compile(text, &L->chat_tpl, err);
+    free(text);
+    if (rc)
+        return coh_wrap(err, rc, "the chat template (%s)",
+                        c->chat_template[0] ? c->chat_template : "tokenizer_config.json");
+    return COH_OK;
+}
+
 /* ---- main ------------------------------------------------------------------------------------- */
 
 enum { O_LISTEN = 1, O_TOKEN, O_CERT, O_KEY, O_STALE, O_BUFFER, O_TTL, O_HB, O_MON, O_METRICS,
@@ -1753,9 +1799,24 @@ int main(int argc, char **argv)
         trainer_destroy(L.tr);
         return 0;
     }
-    task_config tc = L.cfg.task_cfg;
-    if (tok_to_json(L.tok, &L.tok_json, &err) ||
-        psrc_create(L.cfg.task, &tc, L.cfg.prompts_file, L.tok, 0, &L.prompts, &err) ||
+    L.stop_ids[0] = tok_eos_id(L.tok);
+    const model_config *mc = model_get_config(trainer_policy(L.tr));
+    psrc_config pc = {.task = L.cfg.task, .task_cfg = L.cfg.task_cfg,
+                      .prompts_file = L.cfg.prompts_file, .tok = L.tok,
+                      .max_prompt_tokens = mc->max_seq - L.cfg.sampling.max_new_tokens,
+                      .render = render_messages, .render_ctx = &L};
+    if (load_chat_template(&L, &err)) {
+        fprintf(stderr, "cohort-learner: %s\n", err.msg);
+        goto out;
+    }
+    if (!L.chat_tpl)
+        pc.render = NULL;
+    if (pc.max_prompt_tokens < 1) {
+        fprintf(stderr, "cohort-learner: --max-new-tokens %d leaves no room for a prompt in the "
+                        "policy's %d positions\n", L.cfg.sampling.max_new_tokens, mc->max_seq);
+        goto out;
+    }
+    if (tok_to_json(L.tok, &L.tok_json, &err) || psrc_create_ex(&pc, &L.prompts, &err) ||
         lease_create(4096, (uint64_t)o.ttl, random_u64(), &L.leases, &err) ||
         actors_create(MAX_ACTORS, random_u64(), &L.actors, &err) || wpub_create(&L.pub, &err) ||
         mhist_create(HISTORY, &L.hist, &err)) {
@@ -1875,6 +1936,8 @@ out:
     lease_destroy(L.leases);
     actors_destroy(L.actors);
     psrc_destroy(L.prompts);
+    jinja_free(L.chat_tpl);
+    chat_config_free(&L.chat_cfg);
     free(L.tok_json);
     trainer_destroy(L.tr);
     return rc;

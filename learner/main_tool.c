@@ -23,6 +23,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "chat.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "rm.h"
@@ -54,6 +55,9 @@ static const char USAGE_MAIN[] =
     "  grad      DIR --batch batch.jsonl --out grads.safetensors [loss options]\n"
     "                                                         loss and gradient of a batch\n"
     "  score     RMDIR < sequences.jsonl > scores.jsonl       reward-model scores\n"
+    "  encode    DIR < texts.jsonl > ids.jsonl                text to token ids\n"
+    "  decode    DIR < ids.jsonl > texts.jsonl                token ids to text\n"
+    "  chat      [DIR] < conversations.jsonl > texts.jsonl    render with the chat template\n"
     "\n"
     "Run 'cohort-tool COMMAND --help' for the options of one command.\n";
 
@@ -537,6 +541,10 @@ static int cmd_inspect(int argc, char **argv)
         report(&err, "cannot read %s", w_path);
         goto out;
     }
+    char *gen_path = join_path(dir, CKPT_GENERATION);
+    if (gen_path && fs_exists(gen_path) && model_config_load_generation(gen_path, &cfg, &err))
+        add_problem(problems, "%s", err.msg);
+    free(gen_path);
     if (model_create(&cfg, &m, &err)) {
         report(&err, "the config %s does not describe a valid model", cfg_path);
         goto out;
@@ -577,7 +585,7 @@ static int cmd_inspect(int argc, char **argv)
         }
     }
     const char *crc = st_metadata(f, "cohort_crc32");
-    int hd = cfg.dim / cfg.n_heads;
+    int hd = model_config_head_dim(&cfg);
 
     if (as_json) {
         root = cJSON_CreateObject();
@@ -589,6 +597,13 @@ static int cmd_inspect(int argc, char **argv)
             fputs("cohort-tool: out of memory\n", stderr);
             goto out;
         }
+        cJSON_AddStringToObject(c, "architectures", model_family_arch(cfg.family));
+        cJSON_AddStringToObject(c, "model_type", model_family_type(cfg.family));
+        cJSON_AddBoolToObject(c, "qkv_bias", cfg.qkv_bias);
+        cJSON_AddBoolToObject(c, "o_bias", cfg.o_bias);
+        cJSON_AddStringToObject(c, "rope_type",
+                                cfg.rope_type == MODEL_ROPE_LLAMA3 ? "llama3" : "default");
+        cJSON_AddItemToObject(c, "eos_token_id", cJSON_CreateIntArray(cfg.eos_ids, cfg.n_eos));
         cJSON_AddNumberToObject(c, "vocab_size", cfg.vocab_size);
         cJSON_AddNumberToObject(c, "hidden_size", cfg.dim);
         cJSON_AddNumberToObject(c, "intermediate_size", cfg.hidden_dim);
@@ -632,6 +647,9 @@ static int cmd_inspect(int argc, char **argv)
     } else {
         printf("checkpoint %s\n", dir);
         printf("config (%s)\n", cfg_path);
+        printf("  architectures            %s (attention biases: %s)\n",
+               model_family_arch(cfg.family),
+               cfg.o_bias ? "q/k/v/o" : cfg.qkv_bias ? "q/k/v" : "none");
         printf("  vocab_size               %d\n", cfg.vocab_size);
         printf("  hidden_size              %d\n", cfg.dim);
         printf("  intermediate_size        %d\n", cfg.hidden_dim);
@@ -640,6 +658,17 @@ static int cmd_inspect(int argc, char **argv)
         printf("  num_key_value_heads      %d\n", cfg.n_kv_heads);
         printf("  rms_norm_eps             %g\n", (double)cfg.rms_eps);
         printf("  rope_theta               %g\n", (double)cfg.rope_theta);
+        if (cfg.rope_type == MODEL_ROPE_LLAMA3)
+            printf("  rope_scaling             llama3 (factor %g, low_freq_factor %g, "
+                   "high_freq_factor %g, original_max_position_embeddings %d)\n",
+                   (double)cfg.rope_factor, (double)cfg.rope_low_freq_factor,
+                   (double)cfg.rope_high_freq_factor, cfg.rope_orig_max_pos);
+        if (cfg.n_eos > 0) {
+            printf("  eos_token_id            ");
+            for (int i = 0; i < cfg.n_eos; i++)
+                printf(" %d", cfg.eos_ids[i]);
+            printf("\n");
+        }
         printf("  max_position_embeddings  %d\n", cfg.max_seq);
         printf("  tie_word_embeddings      %s\n", cfg.tie_embeddings ? "true" : "false");
         if (tok)
@@ -795,6 +824,13 @@ static int cmd_sample(int argc, char **argv)
         report(&err, "cannot create the sampler");
         goto out;
     }
+    /* stop at any of the model's EOS ids too; never sample ids the tokenizer cannot decode */
+    if (sample_params_use_eos(&sp, c, &err)) {
+        report(&err, "cannot use the eos_token_id list of %s", dir);
+        goto out;
+    }
+    if (tok_vocab_size(tok) < c->vocab_size)
+        sp.vocab_limit = tok_vocab_size(tok);
     rng r;
     rng_init(&r, seed);
     if (sampler_generate(s, ids, plen, n, &sp, &r, out_tok, out_lp, NULL, lens, &err)) {
@@ -1454,6 +1490,371 @@ out:
     return rc;
 }
 
+/* ---- encode / decode ---------------------------------------------------------------------- */
+
+static const char USAGE_ENCODE[] =
+    "usage: cohort-tool encode DIR [--add-special-tokens] < texts.jsonl > ids.jsonl\n"
+    "\n"
+    "Tokenize text with the tokenizer of DIR (tokenizer.json, plus tokenizer_config.json for a\n"
+    "Hugging Face one; no model files are needed). One JSON object per line in,\n"
+    "{\"text\": \"...\"}; one per line out, {\"ids\": [int, ...]}. No special tokens are added\n"
+    "unless --add-special-tokens (then BOS / EOS as add_bos_token / add_eos_token say).\n"
+    "A bad line is answered with {\"error\": \"...\"} and the next line is read.\n";
+
+static const char USAGE_DECODE[] =
+    "usage: cohort-tool decode DIR < ids.jsonl > texts.jsonl\n"
+    "\n"
+    "Turn token ids back into text with the tokenizer of DIR. One JSON object per line in,\n"
+    "{\"ids\": [int, ...]}; one per line out, {\"text\": \"...\"}, decoded as the Hugging Face\n"
+    "tokenizers library decodes (special tokens kept, no clean-up of spaces).\n"
+    "A bad line is answered with {\"error\": \"...\"} and the next line is read.\n";
+
+/* Print {"key": value} as one line; value is taken over. Returns 0, or -1 out of memory. */
+static int print_json_line(const char *key, cJSON *value)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !value || !cJSON_AddItemToObject(o, key, value)) {
+        cJSON_Delete(o);
+        cJSON_Delete(value);
+        fputs("cohort-tool: out of memory\n", stderr);
+        return -1;
+    }
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) {
+        fputs("cohort-tool: out of memory\n", stderr);
+        return -1;
+    }
+    puts(s);
+    cJSON_free(s);
+    return 0;
+}
+
+/* Parse the options and load the tokenizer of DIR for encode / decode. Returns 0 with *tok
+ * set, -1 after printing --help (*tok NULL), or the exit status of a failure. */
+static int tokenize_setup(const char *cmd, const char *usage, int argc, char **argv,
+                          int *add_special, tokenizer **tok)
+{
+    const struct option opts[] = {{"add-special-tokens", no_argument, NULL, 's'},
+                                  {"help", no_argument, NULL, 'h'},
+                                  {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 's':
+            if (!add_special)
+                return usage_error(cmd, "--add-special-tokens is an option of encode");
+            *add_special = 1;
+            break;
+        case 'h': fputs(usage, stdout); return -1;
+        default: return usage_error(cmd, NULL);
+        }
+    }
+    const char *dir = single_dir_arg(cmd, argc, argv);
+    if (!dir)
+        return EXIT_USAGE;
+    coh_err err;
+    coh_err_clear(&err);
+    if (tok_load_dir(dir, tok, &err))
+        return report(&err, "cannot load the tokenizer of %s", dir);
+    return 0;
+}
+
+static int cmd_encode(int argc, char **argv)
+{
+    int add_special = 0;
+    tokenizer *tok = NULL;
+    int rc = tokenize_setup("encode", USAGE_ENCODE, argc, argv, &add_special, &tok);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    char *line = NULL;
+    size_t line_cap = 0;
+    int *ids = NULL;
+    long lineno = 0, len;
+    rc = EXIT_FAIL;
+    int bos = add_special && tok_add_bos(tok) ? tok_bos_id(tok) : -1;
+    int eos = add_special && tok_add_eos(tok) ? tok_eos_id(tok) : -1;
+    while ((len = read_line(stdin, &line, &line_cap)) >= 0) {
+        lineno++;
+        if (is_blank(line))
+            continue;
+        coh_err err;
+        coh_err_clear(&err);
+        cJSON *j = NULL;
+        int n = 0, bad = parse_json_object(line, &j, &err);
+        if (bad)
+            coh_wrap(&err, bad, "line %ld", lineno);
+        const cJSON *text = bad ? NULL : cJSON_GetObjectItemCaseSensitive(j, "text");
+        if (!bad && !cJSON_IsString(text))
+            bad = coh_fail(&err, COH_EFORMAT, "line %ld needs a \"text\" string", lineno);
+        if (!bad) {
+            /* every token covers at least one byte, SentencePiece's prefix aside */
+            size_t cap = 2 * strlen(text->valuestring) + 16;
+            if (cap > INT_MAX / 2) {
+                bad = coh_fail(&err, COH_ERANGE, "line %ld: the text is too long", lineno);
+            } else if (!(ids = malloc((cap + 2) * sizeof *ids))) {
+                bad = coh_fail(&err, COH_ENOMEM, "out of memory");
+            } else {
+                int off = bos >= 0;
+                bad = tok_encode(tok, text->valuestring, ids + off, (int)cap, &n, &err);
+                if (!bad) {
+                    if (off)
+                        ids[0] = bos;
+                    n += off;
+                    if (eos >= 0)
+                        ids[n++] = eos;
+                }
+            }
+        }
+        cJSON_Delete(j);
+        cJSON *out;
+        if (bad) {
+            out = cJSON_CreateString(err.msg);
+        } else {
+            out = cJSON_CreateIntArray(ids, n);
+        }
+        free(ids);
+        ids = NULL;
+        if (print_json_line(bad ? "error" : "ids", out))
+            goto out;
+    }
+    if (finish_stdin_stdout(len, lineno))
+        goto out;
+    rc = 0;
+out:
+    free(line);
+    tok_destroy(tok);
+    return rc;
+}
+
+static int cmd_decode(int argc, char **argv)
+{
+    tokenizer *tok = NULL;
+    int rc = tokenize_setup("decode", USAGE_DECODE, argc, argv, NULL, &tok);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    char *line = NULL, *text = NULL;
+    size_t line_cap = 0;
+    int *ids = NULL;
+    long lineno = 0, len;
+    int V = tok_vocab_size(tok);
+    rc = EXIT_FAIL;
+    while ((len = read_line(stdin, &line, &line_cap)) >= 0) {
+        lineno++;
+        if (is_blank(line))
+            continue;
+        coh_err err;
+        coh_err_clear(&err);
+        cJSON *j = NULL;
+        int bad = parse_json_object(line, &j, &err), n = 0;
+        if (bad)
+            coh_wrap(&err, bad, "line %ld", lineno);
+        const cJSON *arr = bad ? NULL : cJSON_GetObjectItemCaseSensitive(j, "ids");
+        if (!bad && !cJSON_IsArray(arr))
+            bad = coh_fail(&err, COH_EFORMAT, "line %ld needs an \"ids\" array of integers",
+                           lineno);
+        if (!bad && !(ids = malloc(((size_t)cJSON_GetArraySize(arr) + 1) * sizeof *ids)))
+            bad = coh_fail(&err, COH_ENOMEM, "out of memory");
+        for (const cJSON *x = bad ? NULL : arr->child; x && !bad; x = x->next) {
+            char what[64];
+            snprintf(what, sizeof what, "line %ld: ids[%d]", lineno, n);
+            bad = json_to_int(x, what, 0, V - 1, &ids[n], &err);
+            n++;
+        }
+        cJSON_Delete(j);
+        size_t cap = 64 + 16 * (size_t)n, w = 0;
+        while (!bad) {
+            char *p = realloc(text, cap);
+            if (!p) {
+                bad = coh_fail(&err, COH_ENOMEM, "out of memory");
+                break;
+            }
+            text = p;
+            w = tok_decode(tok, ids, n, text, cap);
+            if (w + 8 < cap) /* room was left: nothing was cut */
+                break;
+            cap *= 2;
+        }
+        free(ids);
+        ids = NULL;
+        if (print_json_line(bad ? "error" : "text", cJSON_CreateString(bad ? err.msg : text)))
+            goto out;
+    }
+    if (finish_stdin_stdout(len, lineno))
+        goto out;
+    rc = 0;
+out:
+    free(line);
+    free(text);
+    tok_destroy(tok);
+    return rc;
+}
+
+/* ---- chat ------------------------------------------------------------------------------ */
+
+static const char USAGE_CHAT[] =
+    "usage: cohort-tool chat [DIR] [--date YYYY-MM-DD] < conversations.jsonl > texts.jsonl\n"
+    "\n"
+    "Render conversations with a chat template, as transformers' apply_chat_template does\n"
+    "(Jinja with trim_blocks and lstrip_blocks). Each input line is\n"
+    "  {\"messages\": [{\"role\": ..., \"content\": ...}, ...], \"add_generation_prompt\": bool}\n"
+    "optionally with \"template\", \"bos_token\", \"eos_token\" (override DIR's\n"
+    "tokenizer_config.json) and \"extra_context\" (an object of further template variables,\n"
+    "e.g. tools). Each output line is {\"text\": ...}, or {\"error\": ...} for a line that\n"
+    "cannot be rendered; the next line is read either way.\n"
+    "\n"
+    "  DIR          a model folder with tokenizer_config.json (optional when every line\n"
+    "               carries its own \"template\")\n"
+    "  --date D     the date strftime_now() formats (default: now), for reproducible output\n";
+
+/* a string field of a chat line: absent -> *out untouched; null -> NULL; else a string */
+static int chat_line_str(const cJSON *j, const char *key, long lineno, const char **out,
+                         coh_err *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!v)
+        return COH_OK;
+    if (cJSON_IsNull(v)) {
+        *out = NULL;
+        return COH_OK;
+    }
+    if (!cJSON_IsString(v))
+        return coh_fail(err, COH_EFORMAT, "line %ld: \"%s\" must be a string", lineno, key);
+    *out = v->valuestring;
+    return COH_OK;
+}
+
+/* Render one input line; *text is malloc'd on success. */
+static int chat_line(const char *line, long lineno, const jinja_tpl *dir_tpl,
+                     const char *dir_tpl_err, const chat_config *cfg, const struct tm *now,
+                     char **text, coh_err *err)
+{
+    cJSON *j = cJSON_Parse(line);
+    int rc = COH_OK;
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return coh_fail(err, COH_EFORMAT, "line %ld is not a JSON object", lineno);
+    }
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
+    const cJSON *agp = cJSON_GetObjectItemCaseSensitive(j, "add_generation_prompt");
+    const cJSON *extra = cJSON_GetObjectItemCaseSensitive(j, "extra_context");
+    const char *tmpl = NULL, *bos = cfg->bos_token, *eos = cfg->eos_token;
+    if (!cJSON_IsArray(msgs))
+        rc = coh_fail(err, COH_EFORMAT, "line %ld needs \"messages\": an array of "
+                                        "{\"role\", \"content\"} objects", lineno);
+    else if (agp && !cJSON_IsBool(agp))
+        rc = coh_fail(err, COH_EFORMAT, "line %ld: \"add_generation_prompt\" must be true or "
+                                        "false", lineno);
+    else if (extra && !cJSON_IsObject(extra))
+        rc = coh_fail(err, COH_EFORMAT, "line %ld: \"extra_context\" must be an object", lineno);
+    if (!rc)
+        rc = chat_line_str(j, "template", lineno, &tmpl, err);
+    if (!rc)
+        rc = chat_line_str(j, "bos_token", lineno, &bos, err);
+    if (!rc)
+        rc = chat_line_str(j, "eos_token", lineno, &eos, err);
+    jinja_tpl *own = NULL;
+    const jinja_tpl *tpl = dir_tpl;
+    if (!rc && tmpl) {
+        if ((rc = jinja_compile(tmpl, &own, err)))
+            coh_wrap(err, rc, "line %ld: \"template\"", lineno);
+        tpl = own;
+    } else if (!rc && !tpl) {
+        rc = coh_fail(err, COH_EINVAL, "line %ld has no \"template\" and %s", lineno,
+                      dir_tpl_err);
+    }
+    if (!rc && (rc = chat_render_tpl(tpl, msgs, cJSON_IsTrue(agp), bos, eos, extra, now, text,
+                                     err)))
+        coh_wrap(err, rc, "line %ld", lineno);
+    jinja_free(own);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int cmd_chat(int argc, char **argv)
+{
+    const char *cmd = "chat";
+    const struct option opts[] = {{"date", required_argument, NULL, 'd'},
+                                  {"help", no_argument, NULL, 'h'},
+                                  {NULL, 0, NULL, 0}};
+    struct tm date_tm, *now = NULL;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'd': {
+            memset(&date_tm, 0, sizeof date_tm);
+            char tail = 0;
+            if (sscanf(optarg, "%d-%d-%d%c", &date_tm.tm_year, &date_tm.tm_mon, &date_tm.tm_mday,
+                       &tail) != 3 || date_tm.tm_mon < 1 || date_tm.tm_mon > 12 ||
+                date_tm.tm_mday < 1 || date_tm.tm_mday > 31)
+                return usage_error(cmd, "--date wants YYYY-MM-DD, got '%s'", optarg);
+            date_tm.tm_year -= 1900;
+            date_tm.tm_mon -= 1;
+            time_t t = timegm(&date_tm);
+            gmtime_r(&t, &date_tm); /* fills the weekday and day of the year */
+            now = &date_tm;
+            break;
+        }
+        case 'h': fputs(USAGE_CHAT, stdout); return 0;
+        default: return usage_error(cmd, NULL);
+        }
+    }
+    if (argc - optind > 1)
+        return usage_error(cmd, "unexpected argument '%s' (at most one DIR is taken)",
+                           argv[optind + 1]);
+    const char *dir = optind < argc ? argv[optind] : NULL;
+
+    coh_err err;
+    coh_err_clear(&err);
+    chat_config cfg = {0};
+    jinja_tpl *dir_tpl = NULL;
+    char dir_tpl_err[COH_ERR_MSG_LEN + 64] = "no DIR was given to take a chat template from";
+    if (dir) {
+        if (chat_config_load(dir, &cfg, &err))
+            return report(&err, "cannot read the chat settings of %s", dir);
+        if (!cfg.chat_template)
+            snprintf(dir_tpl_err, sizeof dir_tpl_err,
+                     "%s/tokenizer_config.json has no chat_template (a base model: give it raw "
+                     "text, or put a \"template\" in the line)", dir);
+        else if (jinja_compile(cfg.chat_template, &dir_tpl, &err))
+            snprintf(dir_tpl_err, sizeof dir_tpl_err,
+                     "the chat_template of %s/tokenizer_config.json cannot be used: %s", dir,
+                     err.msg);
+    }
+    char *line = NULL;
+    size_t line_cap = 0;
+    long lineno = 0, len;
+    int rc = EXIT_FAIL;
+    while ((len = read_line(stdin, &line, &line_cap)) >= 0) {
+        lineno++;
+        if (is_blank(line))
+            continue;
+        char *text = NULL;
+        coh_err_clear(&err);
+        int bad = chat_line(line, lineno, dir_tpl, dir_tpl_err, &cfg, now, &text, &err);
+        cJSON *o = cJSON_CreateObject();
+        char *js = NULL;
+        if (o && cJSON_AddStringToObject(o, bad ? "error" : "text", bad ? err.msg : text))
+            js = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        free(text);
+        if (!js) {
+            fprintf(stderr, "cohort-tool: out of memory writing the answer to line %ld\n", lineno);
+            goto out;
+        }
+        puts(js);
+        free(js);
+    }
+    if (finish_stdin_stdout(len, lineno))
+        goto out;
+    rc = 0;
+out:
+    free(line);
+    jinja_free(dir_tpl);
+    chat_config_free(&cfg);
+    return rc;
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 typedef struct tool_command {
@@ -1464,6 +1865,7 @@ typedef struct tool_command {
 static const tool_command COMMANDS[] = {
     {"init", cmd_init},         {"inspect", cmd_inspect}, {"sample", cmd_sample},
     {"logprobs", cmd_logprobs}, {"grad", cmd_grad}, {"score", cmd_score},
+    {"encode", cmd_encode},     {"decode", cmd_decode},   {"chat", cmd_chat},
 };
 
 int main(int argc, char **argv)

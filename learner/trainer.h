@@ -68,6 +68,8 @@ typedef struct trainer_config {
     int ckpt_every;         /* checkpoint every N steps (and at the end); 0 = only at the end */
     int log_every_sft;      /* progress line every N SFT steps (RL prints every step) */
     int quiet;              /* no progress lines */
+    char chat_template[512];/* cohort-learner: the Jinja template that renders prompt files'
+                             * "messages" ("" = the policy's tokenizer_config.json) */
     char prompts_file[512]; /* cohort-learner: RL prompts from this JSON Lines file ("" =
                              * the task's generator); the settings record then says
                              * "task": "file" */

@@ -78,6 +78,10 @@ static const entry T[] = {
     {.name = "prompts-file", .kind = TOPT_PATH, FIELD(prompts_file), .bins = TOPT_LEARNER,
      .flags = F_RUN | F_EMPTY_OK, .meta = "FILE",
      .help = "RL prompts from JSON Lines {\"prompt\", \"task\", \"answer\"?, \"metadata\"?}"},
+    {.name = "chat-template", .kind = TOPT_PATH, FIELD(chat_template), .bins = TOPT_LEARNER,
+     .flags = F_RUN | F_EMPTY_OK, .meta = "FILE",
+     .help = "Jinja chat template for prompt files' \"messages\" (default: the policy's "
+             "tokenizer_config.json)"},
     {.name = "init", .kind = TOPT_PATH, FIELD(init_from), .bins = TOPT_ALL,
      .flags = F_RUN | F_EMPTY_OK, .meta = "DIR",
      .help = "start from this checkpoint instead of a random policy"},
@@ -679,8 +683,8 @@ cJSON *topt_to_json(const trainer_config *c)
                  cJSON_AddStringToObject(o, "builtin_task", c->task);
             continue;
         }
-        if (e->off == offsetof(trainer_config, prompts_file) && e->kind == TOPT_PATH &&
-            !c->prompts_file[0])
+        if (e->bins == TOPT_LEARNER && e->kind == TOPT_PATH &&
+            !((const char *)c + e->off)[0])
             continue; /* a cohort-learner setting: recorded only when set */
         ok = add_entry_json(o, c, e);
         if (ok && e->kind == TOPT_CHOICE && e->choice == CH_ESTIMATOR)

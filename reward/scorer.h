@@ -16,7 +16,9 @@
  *   }
  * A task routed to verifiers is scored by them (several verifiers may serve one task, each
  * a component named "verifier:<name>"); otherwise a built-in task is scored by its built-in verifier; otherwise the
- * item is ITEM_UNKNOWN_TASK. The length penalty and the reward model apply to every scored
+ * item is ITEM_UNKNOWN_TASK. Built-in verifiers: those of tasks.h, and "math" (mathverify.h:
+ * GSM8K/MATH final answers against the item's answer, or its metadata's "answer"; components
+ * "correct" and "format" as above; the reason in the result's detail; no answer -> FAILED). The length penalty and the reward model apply to every scored
  * item. reward = sum of weight * value over the components.
  *
  * An item whose verifier fails or passes its deadline is reported FAILED or TIMED_OUT with

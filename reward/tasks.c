@@ -573,6 +573,11 @@ int task_create(const char *name, const task_config *c, task **out, coh_err *err
     size_t k = 0;
     while (k < N_TASK_NAMES && strcmp(task_names[k].name, name))
         k++;
+    if (k == N_TASK_NAMES && strcmp(name, "math") == 0)
+        return coh_fail(err, COH_EUNSUPPORTED,
+                        "task \"math\" is verifier-only (mathverify.h): it has no generator; "
+                        "give its prompts in a prompt file (deploy/gsm8k-to-prompts.py makes one "
+                        "from GSM8K) and let the reward service score them");
     if (k == N_TASK_NAMES) {
         char shown[48];
         return coh_fail(err, COH_ENOTFOUND,

@@ -33,6 +33,8 @@
  *   sort       "sort:cab="     -> "abc"     {"text":"cab"}
  *              Lowercase strings of min_len..max_len letters. Correct on exact match; format 1
  *              when the completion has the expected length and only printable non-space chars.
+ * The verifier-only task "math" (GSM8K/MATH final answers) is not one of these: it has no
+ * generator, so task_create refuses it (COH_EUNSUPPORTED, saying so); see mathverify.h.
  * The verifier takes the expected answer from item->answer (addition, reverse, sort; when that
  * is empty it recomputes it from a prompt in the format above) or item->meta (countdown).
  */

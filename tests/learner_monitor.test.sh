@@ -7,7 +7,8 @@
 #     drops by reason, lease counters and the actor's series; 404 elsewhere;
 #   - refused groups are counted by reason in the next step's record of WatchMetrics and of
 #     metrics.jsonl (groups_dropped_by_reason), and in Status (cumulative);
-#   - Status.settings says task "file" for a prompt file;
+#   - Status.settings says task "file" for a prompt file; a prompt file's "messages" are
+#     rendered with --chat-template at the learner, "prompt" lines are raw text with <bos>;
 #   - WatchMetrics ends with OK when the run finishes (monitor.proto's promise), after the
 #     last step's record; cohortctl watch exits 0 then.
 # usage: bash tests/learner_monitor.test.sh BUILD_DIR
@@ -30,9 +31,12 @@ cd "$WORK"
 port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(port); MPORT=$(port)
 printf '%s\n' '{"prompt": "12+34=", "task": "addition", "answer": "46"}' \
-              '{"prompt": "5+5=", "task": "addition", "answer": "10"}' > prompts.jsonl
+  '{"messages": [{"role": "user", "content": "5+5="}], "task": "addition", "answer": "10"}' > prompts.jsonl
+# the character policy has no newline in its vocabulary: a one-line template
+printf '%s' '{% for m in messages %}[{{ m.role }}] {{ m.content }} {% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}' > chat.jinja
 COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT" --out run \
-  --metrics-listen "127.0.0.1:$MPORT" --prompts-file prompts.jsonl --sft-steps 400 --sft-batch 16 \
+  --metrics-listen "127.0.0.1:$MPORT" --prompts-file prompts.jsonl --chat-template chat.jinja \
+  --sft-steps 400 --sft-batch 16 \
   --rl-steps 3 --prompts 1 --group-size 2 --eval-every 0 --ckpt-every 0 > learner.out 2>&1 &
 LPID=$!
 # cohortctl watch from the first step, once the learner answers: it must end by itself, with
@@ -120,16 +124,25 @@ except grpc.RpcError as e:
     assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert ("cohort-reason", "temperature_mismatch") in (e.trailing_metadata() or ()), e.trailing_metadata()
 acked = []
+seen = {ls.prompt: list(ls.prompt_tokens)}
 for i in range(3):
     while True:
         lr = L.LeasePrompts(lpb.LeaseRequest(actor_id=reg.actor_id, max_prompts=1), timeout=2)
         if lr.leases: break
         time.sleep(0.05)
+    seen[lr.leases[0].prompt] = list(lr.leases[0].prompt_tokens)
     v = L.Heartbeat(lpb.HeartbeatRequest(actor_id=reg.actor_id, held_version=-1), timeout=2).current_version
     r = L.SubmitGroup(lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=lr.leases[0].lease_id,
                       temperature=1.0, completions=[comp(1.0), comp(0.0)]), timeout=10)
     assert r.accepted and r.group_seq == i + 1, r
     acked.append(r.group_seq)
+# "messages" rendered once at the learner with --chat-template, tokenized as they are (no
+# <bos>: a template writes its own); a raw "prompt" gets <bos> (id 1) in front
+chat = "[user] 5+5= [assistant] "
+assert set(seen) == {"12+34=", chat}, seen
+assert seen["12+34="] == [1] + [ord(c) - 29 for c in "12+34="], seen
+assert seen[chat] == [ord(c) - 29 for c in chat], seen
+print("prompt file: a raw prompt with <bos>, and messages rendered with the chat template")
 # the run ends after 3 RL steps; its metrics stream must end OK after the last record
 w = M.WatchMetrics(mpb.WatchMetricsRequest(from_step=401), timeout=60)
 recs = list(w)  # raises on a non-OK end

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""reference_llama.py - an independent numpy reference of Hugging Face LlamaForCausalLM.
+"""reference_llama.py - an independent numpy reference of Hugging Face LlamaForCausalLM
+(and of the Qwen2ForCausalLM and MistralForCausalLM variants Cohort implements).
 
 Used by tests/model_reference.test.sh to check cohort-tool's forward pass (and, through
 finite differences, its gradient) against the Hugging Face definition. Nothing here is
@@ -11,7 +12,13 @@ file format and from transformers' modeling_llama.py conventions:
     float32 as HF computes them;
   * grouped-query attention through repeat_kv (query head h reads kv head h // n_rep),
     scores scaled by head_dim^-0.5, causal mask, softmax in float32;
-  * SwiGLU MLP down(silu(gate(x)) * up(x)); final norm; lm_head or the tied embedding.
+  * SwiGLU MLP down(silu(gate(x)) * up(x)); final norm; lm_head or the tied embedding;
+  * families, as transformers' modeling_qwen2.py / modeling_mistral.py / modeling_llama.py
+    define them: Qwen2 adds biases to q/k/v_proj (never o_proj); Llama's attention_bias adds
+    them to q/k/v/o_proj; Mistral has none, and masks keys more than sliding_window back;
+    head_dim from config.json when given (else hidden_size / num_attention_heads);
+    rope_scaling {"rope_type": "llama3", ...} applied to inv_freq as
+    _compute_llama3_parameters does (float32); any other rope_type is refused.
 
 Only numpy is needed. Subcommands (all paths are checkpoint folders or JSON Lines files):
 
@@ -19,7 +26,10 @@ Only numpy is needed. Subcommands (all paths are checkpoint folders or JSON Line
   mkrm SRC DST [--seed N]                     reward model (LlamaForSequenceClassification)
   rmscore DIR < seqs.jsonl > scores.jsonl     its score at the last token
   convert SRC DST --dtype F32|F16|BF16       copy with the weights rounded to dtype
-  randomize SRC DST [--std S] [--seed N]     larger random weights (F32), norms ~ 1 +- 0.2
+  randomize SRC DST [--std S] [--seed N]     larger random weights (F32), norms ~ 1 +- 0.2,
+                                              biases N(0, std)
+  fillbias DIR [--std S] [--seed N]           replace every *.bias tensor with N(0, std)
+                                              (in place, F32); fails if there is none
   compare A.jsonl B.jsonl [--tol X]           max |a - b| over logprobs; exit 1 if > tol
   makeseqs DIR N [--seed S]                   N random id sequences (lengths 2..max_pos)
   sftbatch SEQS.jsonl OUT.jsonl               grad batch lines (prompt_len 1, sft)
@@ -30,6 +40,7 @@ Only numpy is needed. Subcommands (all paths are checkpoint folders or JSON Line
 
 import argparse
 import json
+import math
 import os
 import shutil
 import struct
@@ -129,10 +140,37 @@ class Llama:
         self.theta = float(cfg.get("rope_theta", 10000.0))
         self.max_pos = int(cfg["max_position_embeddings"])
         self.tied = bool(cfg.get("tie_word_embeddings", False))
-        self.hd = self.D // self.H
+        self.hd = int(cfg.get("head_dim") or self.D // self.H)
         self.dtype = dtype
+        arch = (cfg.get("architectures") or ["LlamaForCausalLM"])[0]
+        if arch.startswith("Qwen2For"):
+            # Qwen2Attention: q/k/v_proj bias=True, o_proj bias=False
+            self.bias = ("q_proj", "k_proj", "v_proj")
+            self.window = cfg.get("sliding_window") if cfg.get("use_sliding_window") else None
+        elif arch.startswith("MistralFor"):
+            self.bias = ()
+            self.window = cfg.get("sliding_window")
+        elif arch.startswith("LlamaFor"):
+            # LlamaAttention: bias=config.attention_bias on all four projections
+            self.bias = ("q_proj", "k_proj", "v_proj", "o_proj") if cfg.get("attention_bias") else ()
+            self.window = None
+        else:
+            raise ValueError(f"reference: architecture {arch} is not implemented")
+        self.rope_scaling = cfg.get("rope_scaling")
         w, self.dtypes = read_safetensors(os.path.join(folder, "model.safetensors"))
         self.w = {k: v.astype(dtype) for k, v in w.items()}
+        for layer in range(self.L):
+            for proj in self.bias:
+                name = f"model.layers.{layer}.self_attn.{proj}.bias"
+                if name not in self.w:
+                    raise ValueError(f"reference: {arch} needs {name}, which the file lacks")
+
+    def linear(self, x, prefix, proj):
+        """nn.Linear: x W^T (+ b when the family gives proj a bias)."""
+        y = x @ self.w[prefix + proj + ".weight"].T
+        if proj.split(".")[-1] in self.bias:
+            y = y + self.w[prefix + proj + ".bias"]
+        return y
 
     # HF LlamaRMSNorm: hidden.to(float32); var = mean(x^2); x * rsqrt(var + eps); w * x
     def rmsnorm(self, x, w):
@@ -140,11 +178,36 @@ class Llama:
         var = np.mean(xf * xf, axis=-1, keepdims=True)
         return w * (xf / np.sqrt(var + self.dtype(self.eps)))
 
-    # HF LlamaRotaryEmbedding (default rope type), computed in float32 like HF
-    def rope_tables(self, T):
+    # HF ROPE_INIT_FUNCTIONS: "default", or "llama3" (_compute_llama3_parameters), float32
+    def inv_freq(self):
         ft = np.float32 if self.dtype == np.float32 else np.float64
         idx = np.arange(0, self.hd, 2, dtype=np.int64).astype(ft)
         inv_freq = (ft(1.0) / (ft(self.theta) ** (idx / ft(self.hd)))).astype(ft)
+        rs = self.rope_scaling
+        kind = (rs.get("rope_type", rs.get("type")) if rs else None) or "default"
+        if kind == "default":
+            return inv_freq
+        if kind != "llama3":
+            raise ValueError(f"reference: rope_type {kind} is not implemented")
+        factor = rs["factor"]
+        low_freq_factor = rs["low_freq_factor"]
+        high_freq_factor = rs["high_freq_factor"]
+        old_context_len = rs["original_max_position_embeddings"]
+        low_freq_wavelen = old_context_len / low_freq_factor
+        high_freq_wavelen = old_context_len / high_freq_factor
+        wavelen = (2 * math.pi / inv_freq).astype(ft)
+        # wavelen < high_freq_wavelen: unchanged; wavelen > low_freq_wavelen: divided by factor
+        inv_freq_llama = np.where(wavelen > low_freq_wavelen, inv_freq / ft(factor), inv_freq)
+        smooth = ((old_context_len / wavelen - low_freq_factor) /
+                  (high_freq_factor - low_freq_factor)).astype(ft)
+        smoothed = (ft(1) - smooth) * inv_freq_llama / ft(factor) + smooth * inv_freq_llama
+        is_medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+        return np.where(is_medium, smoothed, inv_freq_llama).astype(ft)
+
+    # HF LlamaRotaryEmbedding, computed in float32 like HF
+    def rope_tables(self, T):
+        ft = np.float32 if self.dtype == np.float32 else np.float64
+        inv_freq = self.inv_freq()
         pos = np.arange(T, dtype=np.int64).astype(ft)
         freqs = np.outer(pos, inv_freq).astype(ft)          # [T, hd/2]
         emb = np.concatenate([freqs, freqs], axis=-1)       # [T, hd]
@@ -183,14 +246,16 @@ class Llama:
         x = w["model.embed_tokens.weight"][ids]                       # [T, D]
         cos, sin = self.rope_tables(T)
         mask = np.triu(np.full((T, T), -np.inf, dtype=self.dtype), k=1)
+        if self.window is not None:  # Mistral: key j visible from i only if i - j < window
+            mask = mask + np.tril(np.full((T, T), -np.inf, dtype=self.dtype), k=-int(self.window))
         scale = self.dtype(self.hd ** -0.5)
         n_rep = self.H // self.KVH
         for layer in range(self.L):
             p = f"model.layers.{layer}."
             h = self.rmsnorm(x, w[p + "input_layernorm.weight"])
-            q = (h @ w[p + "self_attn.q_proj.weight"].T).reshape(T, self.H, self.hd)
-            k = (h @ w[p + "self_attn.k_proj.weight"].T).reshape(T, self.KVH, self.hd)
-            v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(T, self.KVH, self.hd)
+            q = self.linear(h, p, "self_attn.q_proj").reshape(T, self.H, self.hd)
+            k = self.linear(h, p, "self_attn.k_proj").reshape(T, self.KVH, self.hd)
+            v = self.linear(h, p, "self_attn.v_proj").reshape(T, self.KVH, self.hd)
             q, k, v = (a.transpose(1, 0, 2) for a in (q, k, v))        # [heads, T, hd]
             q = q * cos + self.rotate_half(q) * sin
             k = k * cos + self.rotate_half(k) * sin
@@ -200,7 +265,7 @@ class Llama:
             pr = np.exp(s)
             pr = pr / pr.sum(axis=-1, keepdims=True)
             o = (pr @ v).transpose(1, 0, 2).reshape(T, self.H * self.hd)
-            x = x + o @ w[p + "self_attn.o_proj.weight"].T
+            x = x + self.linear(o, p, "self_attn.o_proj")
             h = self.rmsnorm(x, w[p + "post_attention_layernorm.weight"])
             g = h @ w[p + "mlp.gate_proj.weight"].T
             u = h @ w[p + "mlp.up_proj.weight"].T
@@ -271,13 +336,29 @@ def cmd_randomize(a):
     out = {}
     for name in sorted(tensors):
         shape = tensors[name].shape
-        if len(shape) == 1:  # norm weights
+        if name.endswith(".bias"):
+            out[name] = (a.std * rng.standard_normal(size=shape)).astype(np.float32)
+        elif len(shape) == 1:  # norm weights
             out[name] = rng.uniform(0.8, 1.2, size=shape).astype(np.float32)
         else:
             out[name] = (a.std * rng.standard_normal(size=shape)).astype(np.float32)
     os.makedirs(a.dst, exist_ok=True)
     shutil.copyfile(os.path.join(a.src, "config.json"), os.path.join(a.dst, "config.json"))
     write_safetensors(os.path.join(a.dst, "model.safetensors"), out, "F32")
+
+
+def cmd_fillbias(a):
+    path = os.path.join(a.dir, "model.safetensors")
+    tensors, _ = read_safetensors(path)
+    rng = np.random.default_rng(a.seed)
+    names = [n for n in sorted(tensors) if n.endswith(".bias")]
+    if not names:
+        print(f"FAIL: {path} has no bias tensors")
+        return 1
+    for name in names:
+        tensors[name] = (a.std * rng.standard_normal(size=tensors[name].shape)).astype(np.float32)
+    write_safetensors(path, tensors, "F32")
+    return 0
 
 
 def cmd_compare(a):
@@ -402,6 +483,11 @@ def main():
     p.add_argument("--std", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_randomize)
+    p = sub.add_parser("fillbias")
+    p.add_argument("dir")
+    p.add_argument("--std", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_fillbias)
     p = sub.add_parser("compare")
     p.add_argument("a")
     p.add_argument("b")

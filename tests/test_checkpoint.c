@@ -1,6 +1,8 @@
 /* test_checkpoint.c - config.json and checkpoint folders: bit-exact round trips (tied and
  * untied), F16/BF16 weights, and refusal of wrong, missing, extra or truncated tensors with
- * messages that name them. */
+ * messages that name them; model families (Qwen2, Llama 3 rope_scaling and head_dim,
+ * Mistral), eos_token_id lists from config.json and generation_config.json, and configs
+ * refused with the field named (unknown architecture or rope_type, sliding window, ...). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -108,6 +110,20 @@ static void assert_config_equal(const model_config *a, const model_config *b)
     assert_int_equal(a->tie_embeddings, b->tie_embeddings);
     assert_true(a->rms_eps == b->rms_eps);
     assert_true(a->rope_theta == b->rope_theta);
+    assert_int_equal(a->family, b->family);
+    assert_int_equal(model_config_head_dim(a), model_config_head_dim(b));
+    assert_int_equal(a->qkv_bias, b->qkv_bias);
+    assert_int_equal(a->o_bias, b->o_bias);
+    assert_int_equal(a->rope_type, b->rope_type);
+    if (a->rope_type == MODEL_ROPE_LLAMA3) {
+        assert_true(a->rope_factor == b->rope_factor);
+        assert_true(a->rope_low_freq_factor == b->rope_low_freq_factor);
+        assert_true(a->rope_high_freq_factor == b->rope_high_freq_factor);
+        assert_int_equal(a->rope_orig_max_pos, b->rope_orig_max_pos);
+    }
+    assert_int_equal(a->n_eos, b->n_eos);
+    for (int i = 0; i < a->n_eos; i++)
+        assert_int_equal(a->eos_ids[i], b->eos_ids[i]);
 }
 
 /* ckpt_load must fail with `code`, leave the outputs NULL and mention every word. */
@@ -307,15 +323,64 @@ static void test_config_refused(void **state)
         {", \"num_attention_heads\": 4, \"tie_word_embeddings\": 1}", COH_EFORMAT,
          "tie_word_embeddings"},
         {", \"num_attention_heads\": 4, \"hidden_act\": \"gelu\"}", COH_EUNSUPPORTED, "gelu"},
-        {", \"num_attention_heads\": 4, \"attention_bias\": true}", COH_EUNSUPPORTED,
+        {", \"num_attention_heads\": 4, \"mlp_bias\": true}", COH_EUNSUPPORTED, "mlp_bias"},
+        {", \"num_attention_heads\": 4, \"attention_bias\": 1}", COH_EFORMAT,
          "attention_bias"},
         {", \"num_attention_heads\": 4, \"rope_scaling\": {\"type\": \"linear\"}}",
-         COH_EUNSUPPORTED, "rope_scaling"},
-        {", \"num_attention_heads\": 4, \"head_dim\": 32}", COH_EUNSUPPORTED, "head_dim"},
+         COH_EUNSUPPORTED, "rope_scaling.type is \"linear\""},
+        {", \"num_attention_heads\": 4, \"head_dim\": 7}", COH_EINVAL, "head_dim"},
+        {", \"num_attention_heads\": 4, \"head_dim\": 0}", COH_ERANGE, "head_dim"},
+        /* the hidden size must divide only when no head_dim is given */
+        {", \"num_attention_heads\": 6}", COH_EINVAL, "hidden_size = 64 is not divisible"},
+        /* RoPE scaling other than llama3, named */
+        {", \"num_attention_heads\": 4, \"rope_scaling\": {\"rope_type\": \"yarn\", "
+         "\"factor\": 4.0}}",
+         COH_EUNSUPPORTED, "rope_scaling.rope_type is \"yarn\""},
+        {", \"num_attention_heads\": 4, \"rope_scaling\": {\"rope_type\": \"dynamic\", "
+         "\"factor\": 2.0}}",
+         COH_EUNSUPPORTED, "dynamic"},
+        {", \"num_attention_heads\": 4, \"rope_scaling\": {\"factor\": 2.0}}", COH_EFORMAT,
+         "rope_scaling.rope_type"},
+        {", \"num_attention_heads\": 4, \"rope_scaling\": {\"rope_type\": \"llama3\", "
+         "\"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0}}",
+         COH_EFORMAT, "rope_scaling.original_max_position_embeddings"},
+        {", \"num_attention_heads\": 4, \"rope_scaling\": {\"rope_type\": \"llama3\", "
+         "\"factor\": 8.0, \"low_freq_factor\": 4.0, \"high_freq_factor\": 4.0, "
+         "\"original_max_position_embeddings\": 8192}}",
+         COH_ERANGE, "high_freq_factor"},
+        {", \"num_attention_heads\": 4, \"partial_rotary_factor\": 0.5}", COH_EUNSUPPORTED,
+         "partial_rotary_factor"},
+        /* architectures and model_type */
+        {", \"num_attention_heads\": 4, \"architectures\": [\"GPT2LMHeadModel\"]}",
+         COH_EUNSUPPORTED, "architectures[0] is \"GPT2LMHeadModel\""},
+        {", \"num_attention_heads\": 4, \"architectures\": [\"Phi3ForCausalLM\"]}",
+         COH_EUNSUPPORTED, "Phi3ForCausalLM"},
+        {", \"num_attention_heads\": 4, \"architectures\": \"LlamaForCausalLM\"}",
+         COH_EFORMAT, "architectures"},
+        {", \"num_attention_heads\": 4, \"model_type\": \"gemma\"}", COH_EUNSUPPORTED,
+         "model_type is \"gemma\""},
+        {", \"num_attention_heads\": 4, \"architectures\": [\"Qwen2ForCausalLM\"], "
+         "\"model_type\": \"llama\"}",
+         COH_EUNSUPPORTED, "model_type"},
+        /* a sliding window narrower than the context */
+        {", \"num_attention_heads\": 4, \"architectures\": [\"MistralForCausalLM\"], "
+         "\"sliding_window\": 16}",
+         COH_EUNSUPPORTED, "sliding_window = 16"},
+        {", \"num_attention_heads\": 4, \"architectures\": [\"Qwen2ForCausalLM\"], "
+         "\"use_sliding_window\": true, \"sliding_window\": 32}",
+         COH_EUNSUPPORTED, "use_sliding_window"},
+        /* eos_token_id */
+        {", \"num_attention_heads\": 4, \"eos_token_id\": \"</s>\"}", COH_EFORMAT,
+         "eos_token_id"},
+        {", \"num_attention_heads\": 4, \"eos_token_id\": [2, -1]}", COH_EFORMAT,
+         "eos_token_id"},
+        {", \"num_attention_heads\": 4, \"eos_token_id\": 98}", COH_ERANGE, "eos_token_id"},
+        {", \"num_attention_heads\": 4, \"eos_token_id\": [1,2,3,4,5,6,7,8,9]}", COH_ERANGE,
+         "eos_token_id"},
         {", \"num_attention_heads\": 4", COH_EFORMAT, "JSON"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char json[512];
+        char json[1024];
         snprintf(json, sizeof json, "%s%s", base, cases[i].tail);
         write_text(fx->cfg, json);
         model_config r;
@@ -756,6 +821,279 @@ static void test_buffer_roundtrip_and_corruption(void **state)
     }
 }
 
+/* ---- model families ------------------------------------------------------------------- */
+
+/* Hugging Face style configs of each family load with the right fields, and every field
+ * survives model_config_save / model_config_load. */
+static void test_config_families(void **state)
+{
+    fixture *fx = *state;
+    coh_err err;
+    assert_int_equal(fs_mkdirs(fx->ckpt, &err), COH_OK);
+    const char *common = "\"vocab_size\": 200, \"hidden_size\": 48, \"intermediate_size\": 96, "
+                         "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
+                         "\"max_position_embeddings\": 64";
+    char json[1024];
+    model_config r, back;
+
+    /* Qwen2: implicit q/k/v biases (no attention_bias key), GQA, tied, an unused window */
+    snprintf(json, sizeof json,
+             "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", %s, "
+             "\"num_key_value_heads\": 2, \"tie_word_embeddings\": true, "
+             "\"use_sliding_window\": false, \"sliding_window\": 32, \"max_window_layers\": 2, "
+             "\"eos_token_id\": 151643, \"vocab_size\": 151936}",
+             common);
+    /* vocab_size given twice: cJSON reads the first (200), so 151643 is out of range */
+    write_text(fx->cfg, json);
+    assert_int_equal(model_config_load(fx->cfg, &r, &err), COH_ERANGE);
+    assert_non_null(strstr(err.msg, "eos_token_id 151643"));
+    snprintf(json, sizeof json,
+             "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", %s, "
+             "\"num_key_value_heads\": 2, \"tie_word_embeddings\": true, "
+             "\"use_sliding_window\": false, \"sliding_window\": 32, \"max_window_layers\": 2, "
+             "\"eos_token_id\": 7}",
+             common);
+    write_text(fx->cfg, json);
+    if (model_config_load(fx->cfg, &r, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(r.family, MODEL_FAMILY_QWEN2);
+    assert_int_equal(r.qkv_bias, 1);
+    assert_int_equal(r.o_bias, 0);
+    assert_int_equal(r.n_kv_heads, 2);
+    assert_int_equal(r.tie_embeddings, 1);
+    assert_int_equal(r.n_eos, 1);
+    assert_int_equal(r.eos_ids[0], 7);
+    assert_int_equal(model_config_head_dim(&r), 12);
+    assert_string_equal(model_family_arch(r.family), "Qwen2ForCausalLM");
+    assert_int_equal(model_config_save(fx->cfg, &r, &err), COH_OK);
+    assert_int_equal(model_config_load(fx->cfg, &back, &err), COH_OK);
+    assert_config_equal(&r, &back);
+
+    /* Llama 3.x: rope_scaling llama3, explicit head_dim that is not hidden / heads, eos list */
+    snprintf(json, sizeof json,
+             "{\"architectures\": [\"LlamaForCausalLM\"], %s, \"head_dim\": 16, "
+             "\"num_key_value_heads\": 1, \"rope_theta\": 500000.0, "
+             "\"eos_token_id\": [128, 129, 130], \"attention_bias\": false, "
+             "\"rope_scaling\": {\"factor\": 32.0, \"high_freq_factor\": 4.0, "
+             "\"low_freq_factor\": 1.0, \"original_max_position_embeddings\": 8192, "
+             "\"rope_type\": \"llama3\"}}",
+             common);
+    write_text(fx->cfg, json);
+    if (model_config_load(fx->cfg, &r, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(r.family, MODEL_FAMILY_LLAMA);
+    assert_int_equal(r.head_dim, 16);
+    assert_int_equal(model_config_head_dim(&r), 16);
+    assert_int_equal(r.qkv_bias + r.o_bias, 0);
+    assert_int_equal(r.rope_type, MODEL_ROPE_LLAMA3);
+    assert_true(r.rope_factor == 32.0f && r.rope_low_freq_factor == 1.0f &&
+                r.rope_high_freq_factor == 4.0f);
+    assert_int_equal(r.rope_orig_max_pos, 8192);
+    assert_int_equal(r.n_eos, 3);
+    assert_int_equal(r.eos_ids[2], 130);
+    assert_int_equal(model_config_save(fx->cfg, &r, &err), COH_OK);
+    assert_int_equal(model_config_load(fx->cfg, &back, &err), COH_OK);
+    assert_config_equal(&r, &back);
+    char *text;
+    size_t len;
+    assert_int_equal(fs_read_all(fx->cfg, &text, &len, &err), COH_OK);
+    assert_non_null(strstr(text, "\"llama3\""));
+    assert_non_null(strstr(text, "\"head_dim\""));
+    free(text);
+    /* the older "type" spelling and "default" */
+    snprintf(json, sizeof json,
+             "{%s, \"rope_scaling\": {\"type\": \"llama3\", \"factor\": 8.0, "
+             "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+             "\"original_max_position_embeddings\": 8192}}",
+             common);
+    assert_int_equal(model_config_parse(json, strlen(json), &r, &err), COH_OK);
+    assert_int_equal(r.rope_type, MODEL_ROPE_LLAMA3);
+    snprintf(json, sizeof json, "{%s, \"rope_scaling\": {\"rope_type\": \"default\"}}", common);
+    assert_int_equal(model_config_parse(json, strlen(json), &r, &err), COH_OK);
+    assert_int_equal(r.rope_type, MODEL_ROPE_DEFAULT);
+
+    /* Llama attention_bias: biases on q/k/v/o */
+    snprintf(json, sizeof json, "{\"model_type\": \"llama\", %s, \"attention_bias\": true}",
+             common);
+    assert_int_equal(model_config_parse(json, strlen(json), &r, &err), COH_OK);
+    assert_int_equal(r.qkv_bias, 1);
+    assert_int_equal(r.o_bias, 1);
+    assert_int_equal(model_config_save(fx->cfg, &r, &err), COH_OK);
+    assert_int_equal(model_config_load(fx->cfg, &back, &err), COH_OK);
+    assert_config_equal(&r, &back);
+
+    /* Mistral: no window, or one at least as wide as the context; head_dim null */
+    const char *windows[] = {"null", "64", "4096"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(json, sizeof json,
+                 "{\"architectures\": [\"MistralForCausalLM\"], \"model_type\": \"mistral\", "
+                 "%s, \"num_key_value_heads\": 1, \"head_dim\": null, \"sliding_window\": %s, "
+                 "\"attention_bias\": true}",
+                 common, windows[i]);
+        if (model_config_parse(json, strlen(json), &r, &err))
+            fail_msg("sliding_window %s: %s", windows[i], err.msg);
+        assert_int_equal(r.family, MODEL_FAMILY_MISTRAL);
+        assert_int_equal(r.qkv_bias + r.o_bias, 0); /* MistralAttention has no biases */
+        assert_int_equal(model_config_head_dim(&r), 12);
+    }
+    assert_int_equal(model_config_save(fx->cfg, &r, &err), COH_OK);
+    assert_int_equal(model_config_load(fx->cfg, &back, &err), COH_OK);
+    assert_config_equal(&r, &back);
+    snprintf(json, sizeof json,
+             "{\"architectures\": [\"MistralForCausalLM\"], %s, \"sliding_window\": 63}", common);
+    assert_int_equal(model_config_parse(json, strlen(json), &r, &err), COH_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "sliding_window = 63"));
+
+    /* a reward model of a family reads as that family */
+    snprintf(json, sizeof json, "{\"architectures\": [\"Qwen2ForSequenceClassification\"], %s}",
+             common);
+    assert_int_equal(model_config_parse(json, strlen(json), &r, &err), COH_OK);
+    assert_int_equal(r.family, MODEL_FAMILY_QWEN2);
+
+    /* combinations a family cannot express are refused by validation */
+    model_config c = model_config_default(98);
+    c.qkv_bias = 1;
+    assert_int_equal(model_config_validate(&c, &err), COH_EINVAL);
+    assert_non_null(strstr(err.msg, "attention_bias"));
+    c.family = MODEL_FAMILY_MISTRAL;
+    assert_int_equal(model_config_validate(&c, &err), COH_EINVAL);
+    c.family = 7;
+    assert_int_equal(model_config_validate(&c, &err), COH_EINVAL);
+    c = model_config_default(98);
+    c.dim = 30; /* 4 heads do not divide 30, but an explicit head_dim makes it valid */
+    assert_int_equal(model_config_validate(&c, &err), COH_EINVAL);
+    assert_non_null(strstr(err.msg, "hidden_size"));
+    c.head_dim = 8;
+    assert_int_equal(model_config_validate(&c, &err), COH_OK);
+}
+
+/* A Qwen2 model with llama3 RoPE and head_dim 12 (4 heads on hidden 32): its bias tensors
+ * are saved and loaded bit-exactly, through a folder and through the broadcast buffer; a
+ * file without them, or a plain Llama config given them, is refused naming the tensor. */
+static void test_family_checkpoint(void **state)
+{
+    fixture *fx = *state;
+    model_config c = model_config_default(98);
+    c.dim = 32;
+    c.head_dim = 12;
+    c.n_kv_heads = 2;
+    c.family = MODEL_FAMILY_QWEN2;
+    c.qkv_bias = 1;
+    c.rope_type = MODEL_ROPE_LLAMA3;
+    c.rope_factor = 8.0f;
+    c.rope_low_freq_factor = 1.0f;
+    c.rope_high_freq_factor = 4.0f;
+    c.rope_orig_max_pos = 32;
+    c.n_eos = 2;
+    c.eos_ids[0] = 2;
+    c.eos_ids[1] = 5;
+    model *m = NULL;
+    coh_err err;
+    assert_int_equal(model_create(&c, &m, &err), COH_OK);
+    model_init_random(m, 17);
+    const model_tensor *bq = model_find_tensor(m, "model.layers.1.self_attn.q_proj.bias");
+    assert_non_null(bq);
+    assert_int_equal(bq->numel, 48);
+    for (size_t i = 0; i < bq->numel; i++) /* init leaves biases zero, as transformers does */
+        assert_true(model_params(m)[bq->offset + i] == 0.0f);
+    float *p = model_params(m);
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        const model_tensor *t = model_tensor_at(m, i);
+        if (strstr(t->name, ".bias"))
+            for (size_t j = 0; j < t->numel; j++)
+                p[t->offset + j] = 0.01f * (float)(j + 1) - 0.1f;
+    }
+    assert_int_equal(ckpt_save(fx->ckpt, m, NULL, &err), COH_OK);
+    model *m2 = NULL;
+    if (ckpt_load(fx->ckpt, &m2, NULL, &err))
+        fail_msg("%s", err.msg);
+    assert_config_equal(model_get_config(m), model_get_config(m2));
+    assert_memory_equal(model_params_const(m2), model_params_const(m),
+                        model_num_params(m) * sizeof(float));
+    model_destroy(m2);
+
+    char *cfg = NULL;
+    void *w = NULL;
+    size_t wlen = 0;
+    assert_int_equal(ckpt_to_buffer(m, &cfg, &w, &wlen, &err), COH_OK);
+    assert_non_null(strstr(cfg, "Qwen2ForCausalLM"));
+    assert_int_equal(ckpt_from_buffer(cfg, strlen(cfg), w, wlen, &m2, &err), COH_OK);
+    assert_config_equal(model_get_config(m), model_get_config(m2));
+    assert_memory_equal(model_params_const(m2), model_params_const(m),
+                        model_num_params(m) * sizeof(float));
+    model_destroy(m2);
+    free(cfg);
+    free(w);
+
+    /* the weights without one bias tensor */
+    st_entry *e = calloc((size_t)model_num_tensors(m) + 1, sizeof *e);
+    int n = model_entries(m, e);
+    int k = entry_index(e, n, "model.layers.0.self_attn.k_proj.bias");
+    e[k] = e[n - 1];
+    assert_int_equal(st_write(fx->weights, e, n - 1, NULL, &err), COH_OK);
+    expect_load_fails(fx->ckpt, COH_ENOTFOUND, "model.layers.0.self_attn.k_proj.bias", NULL);
+    /* all of them, but config.json says plain Llama */
+    n = model_entries(m, e);
+    assert_int_equal(st_write(fx->weights, e, n, NULL, &err), COH_OK);
+    model_config plain = c;
+    plain.family = MODEL_FAMILY_LLAMA;
+    plain.qkv_bias = 0;
+    assert_int_equal(model_config_save(fx->cfg, &plain, &err), COH_OK);
+    expect_load_fails(fx->ckpt, COH_EFORMAT, "_proj.bias", "attention_bias");
+    free(e);
+    model_destroy(m);
+}
+
+/* generation_config.json's eos_token_id (an int or a list) replaces config.json's. */
+static void test_generation_config(void **state)
+{
+    fixture *fx = *state;
+    model_config c = model_config_default(98);
+    c.n_eos = 1;
+    c.eos_ids[0] = 2;
+    model *m = NULL;
+    coh_err err;
+    assert_int_equal(model_create(&c, &m, &err), COH_OK);
+    model_init_random(m, 3);
+    assert_int_equal(ckpt_save(fx->ckpt, m, NULL, &err), COH_OK);
+    char gen[160];
+    snprintf(gen, sizeof gen, "%s/%s", fx->ckpt, CKPT_GENERATION);
+
+    model *m2 = NULL;
+    assert_int_equal(ckpt_load(fx->ckpt, &m2, NULL, &err), COH_OK);
+    assert_int_equal(model_get_config(m2)->n_eos, 1); /* config.json's alone */
+    assert_int_equal(model_get_config(m2)->eos_ids[0], 2);
+    model_destroy(m2);
+
+    write_text(gen, "{\"bos_token_id\": 1, \"eos_token_id\": [3, 4, 9], \"do_sample\": true}");
+    assert_int_equal(ckpt_load(fx->ckpt, &m2, NULL, &err), COH_OK);
+    const model_config *g = model_get_config(m2);
+    assert_int_equal(g->n_eos, 3);
+    assert_int_equal(g->eos_ids[0], 3);
+    assert_int_equal(g->eos_ids[1], 4);
+    assert_int_equal(g->eos_ids[2], 9);
+    model_destroy(m2);
+
+    write_text(gen, "{\"eos_token_id\": 5}");
+    assert_int_equal(ckpt_load(fx->ckpt, &m2, NULL, &err), COH_OK);
+    assert_int_equal(model_get_config(m2)->n_eos, 1);
+    assert_int_equal(model_get_config(m2)->eos_ids[0], 5);
+    model_destroy(m2);
+
+    write_text(gen, "{\"temperature\": 0.6}"); /* no eos_token_id: config.json's stays */
+    assert_int_equal(ckpt_load(fx->ckpt, &m2, NULL, &err), COH_OK);
+    assert_int_equal(model_get_config(m2)->eos_ids[0], 2);
+    model_destroy(m2);
+
+    write_text(gen, "{\"eos_token_id\": \"</s>\"}");
+    expect_load_fails(fx->ckpt, COH_EFORMAT, "eos_token_id", CKPT_GENERATION);
+    write_text(gen, "{\"eos_token_id\": [2, 400]}");
+    expect_load_fails(fx->ckpt, COH_ERANGE, "eos_token_id 400", CKPT_GENERATION);
+    write_text(gen, "[1, 2]");
+    expect_load_fails(fx->ckpt, COH_EFORMAT, CKPT_GENERATION, NULL);
+    model_destroy(m);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_dir, teardown_dir)
@@ -776,6 +1114,9 @@ int main(void)
         T(test_f16_checkpoint),
         T(test_bf16_checkpoint),
         cmocka_unit_test(test_buffer_roundtrip_and_corruption),
+        T(test_config_families),
+        T(test_family_checkpoint),
+        T(test_generation_config),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

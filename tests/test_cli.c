@@ -290,7 +290,7 @@ static void test_table(void **state)
     /* getopt entries: the binary's options only, val = base + index */
     struct option opts[128];
     int n = topt_long_options(TOPT_TRAIN, opts, 128, 1000);
-    assert_int_equal(n, topt_count() - 1); /* all but --prompts-file */
+    assert_int_equal(n, topt_count() - 2); /* all but --prompts-file, --chat-template */
     for (int i = 0; i < n; i++) {
         int k = opts[i].val - 1000;
         assert_string_equal(opts[i].name, topt_name(k));
@@ -535,7 +535,8 @@ static void test_record_round_trip(void **state)
     char *t1 = json_text(&d);
     cJSON *parsed = cJSON_Parse(t1);
     trainer_config back2 = everything_changed();
-    back2.prompts_file[0] = '\0'; /* a cohort-train record has no prompts_file to reset it */
+    back2.prompts_file[0] = '\0'; /* a cohort-train record has no prompts_file or */
+    back2.chat_template[0] = '\0'; /* chat_template to reset them */
     assert_int_equal(topt_from_json(&back2, TOPT_TRAIN, parsed, &err), COH_OK);
     char *t2 = json_text(&back2);
     assert_string_equal(t1, t2);

@@ -222,6 +222,79 @@ static void bad_file(const char *text, int code, int line, const char *frag)
 
 #define GOOD "{\"prompt\": \"1+1=\", \"task\": \"addition\"}\n"
 
+/* A render hook standing in for a chat template: "<u>content</u>" per message, then "A:". */
+static int render_test(void *ctx, const cJSON *messages, char **text, coh_err *err)
+{
+    (*(int *)ctx)++;
+    char buf[1024] = "";
+    const cJSON *m;
+    cJSON_ArrayForEach(m, messages)
+    {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!cJSON_IsString(c))
+            return coh_fail(err, COH_EINVAL, "message without content");
+        strncat(buf, "<", sizeof buf - strlen(buf) - 1);
+        strncat(buf, c->valuestring, sizeof buf - strlen(buf) - 1);
+        strncat(buf, ">", sizeof buf - strlen(buf) - 1);
+    }
+    strncat(buf, "A:", sizeof buf - strlen(buf) - 1);
+    *text = strdup(buf);
+    return *text ? COH_OK : COH_ENOMEM;
+}
+
+static void test_messages_and_long_prompts(void **state)
+{
+    (void)state;
+    /* a 300-character prompt (no limit of its own), and a chat rendered once at load */
+    char longp[301];
+    for (int i = 0; i < 300; i++)
+        longp[i] = (char)('a' + i % 26);
+    longp[300] = 0;
+    char text[1200];
+    snprintf(text, sizeof text,
+             "{\"prompt\": \"%s\", \"task\": \"math\", \"answer\": \"7\"}\n"
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"1+2\"}], \"prompt\": \"raw\", "
+             "\"task\": \"math\", \"answer\": \"3\"}\n",
+             longp);
+    write_file(text);
+    int renders = 0;
+    psrc_config c = {.task = "addition", .task_cfg = task_config_default(), .prompts_file = path,
+                     .tok = tok, .render = render_test, .render_ctx = &renders};
+    psrc *p = NULL;
+    coh_err err;
+    assert_int_equal(psrc_create_ex(&c, &p, &err), COH_OK);
+    assert_int_equal(renders, 1);
+    psrc_prompt pp;
+    task_item scratch;
+    psrc_get(p, 0, &pp, &scratch);
+    assert_string_equal(pp.text, longp);
+    assert_string_equal(pp.task, "math");
+    assert_string_equal(pp.answer, "7");
+    int ids[400];
+    assert_int_equal(psrc_tokens(p, 0, ids, 400, &err), 301); /* <bos> + 300 */
+    assert_int_equal(ids[0], TOK_BOS);
+    psrc_get(p, 1, &pp, &scratch);
+    assert_string_equal(pp.text, "<1+2>A:"); /* "messages" wins over "prompt" */
+    /* a rendered chat is encoded as it is: no <bos> in front (its template writes it) */
+    int want[] = {'<' - 29, '1' - 29, '+' - 29, '2' - 29, '>' - 29, 'A' - 29, ':' - 29};
+    assert_int_equal(psrc_tokens(p, 1, ids, 400, &err), 7);
+    assert_memory_equal(ids, want, sizeof want);
+    psrc_destroy(p);
+
+    /* the length limit names the line; "messages" without a template is refused */
+    c.max_prompt_tokens = 100;
+    p = (psrc *)1;
+    assert_int_equal(psrc_create_ex(&c, &p, &err), COH_ERANGE);
+    assert_null(p);
+    HAS(err.msg, "line 1:");
+    HAS(err.msg, "more than 100 tokens");
+    write_file("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"task\": \"x\"}\n");
+    c.max_prompt_tokens = 0;
+    c.render = NULL;
+    assert_int_equal(psrc_create_ex(&c, &p, &err), COH_EINVAL);
+    HAS(err.msg, "chat template");
+}
+
 static void test_bad_files(void **state)
 {
     (void)state;
@@ -237,9 +310,9 @@ static void test_bad_files(void **state)
              COH_EFORMAT, 4, "\"answer\"");
     /* a tab, and a non-ASCII character: not in the tokenizer */
     bad_file(GOOD "{\"prompt\": \"1\\t1=\", \"task\": \"addition\"}\n", COH_EINVAL, 2,
-             "tokenizer does not know");
+             "tokenizer cannot encode");
     bad_file("{\"prompt\": \"caf\xc3\xa9\", \"task\": \"addition\"}\n", COH_EINVAL, 1,
-             "tokenizer does not know");
+             "tokenizer cannot encode");
     /* an empty task name */
     bad_file(GOOD "{\"prompt\": \"1+1=\", \"task\": \"\"}\n", COH_ERANGE, 2, "task");
     /* empty, and blank lines only */
@@ -262,6 +335,7 @@ int main(void)
         cmocka_unit_test(test_generator),
         cmocka_unit_test(test_file),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_messages_and_long_prompts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
