@@ -290,15 +290,16 @@ static int pipeline_lease_(pipeline *pl, pipeline_lease *hl)
         for (size_t i = 0; i < L->n_prompt_tokens; i++)
             pl->prompt[plen++] = L->prompt_tokens[i];
     } else {
-        pl->prompt[0] = TOK_BOS;
+        int bos = tok_add_bos(tok) && tok_bos_id(tok) >= 0;
+        pl->prompt[0] = tok_bos_id(tok);
         int n = 0;
-        if (tok_encode(tok, L->prompt, pl->prompt + 1, (int)plen_cap, &n, &err)) {
+        if (tok_encode(tok, L->prompt, pl->prompt + bos, (int)plen_cap, &n, &err)) {
             AWARN("lease %llu (%s): cannot encode the prompt: %s; returning it",
                   (unsigned long long)L->lease_id, L->prompt_id, err.msg);
             pipeline_return_(pl, hl, 1);
             return 0;
         }
-        plen = n + 1;
+        plen = n + bos;
     }
     for (int i = 0; i < plen; i++)
         if (pl->prompt[i] < 0 || pl->prompt[i] >= cfg->vocab_size) {
@@ -309,6 +310,9 @@ static int pipeline_lease_(pipeline *pl, pipeline_lease *hl)
             pipeline_return_(pl, hl, 1);
             return 0;
         }
+    /* ids the tokenizer has no text for (a vocabulary padded past it) are never sampled */
+    if (tok_vocab_size(tok) > 0 && tok_vocab_size(tok) < cfg->vocab_size)
+        sp.vocab_limit = tok_vocab_size(tok);
     int need = plen + sp.max_new_tokens;
     if (need > cfg->max_seq) {
         AWARN("lease %llu (%s): %d prompt tokens + %d new tokens exceed the model's %d "
@@ -358,7 +362,7 @@ static int pipeline_lease_(pipeline *pl, pipeline_lease *hl)
     session_count_sampled(pl->s, ntok, G);
 
     /* decode */
-    size_t tcap = M * 4 + 16;
+    size_t tcap = M * 64 + 16; /* a token's text may be long (code, byte-level BPE) */
     char **texts = calloc((size_t)G, sizeof *texts);
     int *trunc = calloc((size_t)G, sizeof *trunc);
     int32_t *tok32 = malloc((size_t)G * M * sizeof *tok32);
@@ -372,6 +376,8 @@ static int pipeline_lease_(pipeline *pl, pipeline_lease *hl)
         int *row = pl->tokens + (size_t)i * M;
         int n = pl->lens[i];
         int has_eos = n > 0 && row[n - 1] == sp.eos_id;
+        for (int k = 0; n > 0 && k < sp.n_stop; k++)
+            has_eos |= row[n - 1] == sp.stop_ids[k];
         trunc[i] = !has_eos;
         texts[i] = malloc(tcap);
         if (!texts[i])

@@ -222,14 +222,10 @@ int session_sampling_valid(const Cohort__V1__SamplingParams *sp)
 
 int session_stop_id(const Cohort__V1__SamplingParams *sp)
 {
-    /* The sampler stops on one id. stop_token_ids lists the learner's stop ids; <eos> is used
-     * when it is listed or when the list is empty (the run's tokenizer always ends a
-     * completion with <eos>); otherwise the first listed id. */
+    /* The first of the learner's stop ids (the tokenizer's EOS); with an empty list, the
+     * character tokenizer's <eos> (learners before stop lists always stopped there). */
     if (!sp || sp->n_stop_token_ids == 0)
         return TOK_EOS;
-    for (size_t i = 0; i < sp->n_stop_token_ids; i++)
-        if (sp->stop_token_ids[i] == TOK_EOS)
-            return TOK_EOS;
     return sp->stop_token_ids[0];
 }
 
@@ -254,10 +250,13 @@ static void session_apply_sampling_locked_(session *s, const Cohort__V1__Samplin
     p->sample.top_p = (float)sp->top_p;
     p->sample.max_new_tokens = sp->max_new_tokens;
     int eos = session_stop_id(sp);
-    if (sp->n_stop_token_ids > 1 && changed)
-        AWARN("learner lists %zu stop tokens; this actor stops on id %d only",
-              sp->n_stop_token_ids, eos);
     p->sample.eos_id = eos;
+    p->sample.n_stop = 0;
+    for (size_t i = 1; i < sp->n_stop_token_ids && p->sample.n_stop < SAMPLE_MAX_STOP; i++)
+        p->sample.stop_ids[p->sample.n_stop++] = sp->stop_token_ids[i];
+    if (sp->n_stop_token_ids > SAMPLE_MAX_STOP + 1 && changed)
+        AWARN("learner lists %zu stop tokens; this actor stops on the first %d",
+              sp->n_stop_token_ids, SAMPLE_MAX_STOP + 1);
     if (changed)
         ALOG("sampling: temperature %g, top_k %d, top_p %g, max_new_tokens %d, stop id %d",
              sp->temperature, sp->top_k, sp->top_p, sp->max_new_tokens, eos);

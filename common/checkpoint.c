@@ -206,7 +206,7 @@ int ckpt_save(const char *dir, const model *m, const tokenizer *tok, coh_err *er
     if ((rc = model_config_save(cpath, c, err)) != COH_OK)
         goto out;
     if (tok)
-        rc = tok_save(tok, tpath, err);
+        rc = tok_save_dir(tok, dir, err);
 out:
     if (rc != COH_OK)
         coh_wrap(err, rc, "saving checkpoint '%s'", dir);
@@ -272,7 +272,7 @@ int ckpt_load(const char *dir, model **m_out, tokenizer **tok_out, coh_err *err)
         goto out;
 
     if (tok_out && fs_exists(tpath)) {
-        if ((rc = tok_load(tpath, &tok, err)) != COH_OK)
+        if ((rc = tok_load_dir(dir, &tok, err)) != COH_OK)
             goto out;
         if (tok_vocab_size(tok) > c.vocab_size) {
             rc = coh_fail(err, COH_EFORMAT,
@@ -409,7 +409,7 @@ int ckpt_load_seqcls(const char *dir, model **m_out, float **score_out, tokenize
                           CKPT_SCORE);
             goto out;
         }
-    if (tok_out && fs_exists(tpath) && (rc = tok_load(tpath, &tok, err)) != COH_OK)
+    if (tok_out && fs_exists(tpath) && (rc = tok_load_dir(dir, &tok, err)) != COH_OK)
         goto out;
 out:
     st_close(f);

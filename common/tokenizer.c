@@ -31,6 +31,8 @@ struct tokenizer {
     hft *hf;
     char *hf_text; /* the tokenizer.json as read, written back verbatim */
     size_t hf_len;
+    char *cfg_text; /* the tokenizer_config.json as read (tok_load_dir), or NULL */
+    size_t cfg_len;
     int bos, eos, add_bos, add_eos;
     /* TOKK_CHAR */
     int nchars;                    /* vocab size = TOK_NSPECIAL + nchars */
@@ -222,7 +224,9 @@ static int apply_config(tokenizer *t, const char *path, coh_err *err)
     if (rc != COH_OK)
         return rc;
     cJSON *cfg = cJSON_ParseWithLength(text, len);
-    free(text);
+    free(t->cfg_text);
+    t->cfg_text = text; /* kept: tok_save_dir writes it back as it was */
+    t->cfg_len = len;
     if (!cfg || !cJSON_IsObject(cfg)) {
         cJSON_Delete(cfg);
         return coh_fail(err, COH_EFORMAT, "'%s' is not a JSON object (is it truncated?)", path);
@@ -305,6 +309,24 @@ int tok_load_dir(const char *dir, tokenizer **out, coh_err *err)
     return COH_OK;
 }
 
+int tok_save_dir(const tokenizer *t, const char *dir, coh_err *err)
+{
+    if (!t || !dir)
+        return coh_fail(err, COH_EINVAL, "tok_save_dir: NULL argument");
+    size_t n = strlen(dir) + 32;
+    char *path = malloc(n);
+    if (!path)
+        return coh_fail(err, COH_ENOMEM, "out of memory");
+    snprintf(path, n, "%s/%s", dir, TOK_FILE);
+    int rc = tok_save(t, path, err);
+    if (rc == COH_OK && t->cfg_text) {
+        snprintf(path, n, "%s/tokenizer_config.json", dir);
+        rc = fs_write_atomic(path, t->cfg_text, t->cfg_len, err);
+    }
+    free(path);
+    return rc;
+}
+
 int tok_to_json(const tokenizer *t, char **out, coh_err *err)
 {
     if (!t || !out)
@@ -385,6 +407,7 @@ void tok_destroy(tokenizer *t)
         return;
     hft_destroy(t->hf);
     free(t->hf_text);
+    free(t->cfg_text);
     free(t);
 }
 

@@ -45,6 +45,10 @@ int tok_load_dir(const char *dir, tokenizer **out, coh_err *err);
 /* Atomic write (temp file, fsync, rename); a Hugging Face tokenizer.json is written back
  * byte for byte as it was read. */
 int tok_save(const tokenizer *t, const char *path, coh_err *err);
+/* DIR/tokenizer.json (as tok_save) and, for a tokenizer read by tok_load_dir from a folder
+ * with one, DIR/tokenizer_config.json byte for byte as it was read (chat template, special
+ * tokens), so that a checkpoint of a Hugging Face policy loads as its source folder did. */
+int tok_save_dir(const tokenizer *t, const char *dir, coh_err *err);
 /* The same JSON in memory (a weight manifest): *out is malloc'd text; tok_from_text parses
  * such text with every check tok_load makes. */
 int tok_to_json(const tokenizer *t, char **out, coh_err *err);

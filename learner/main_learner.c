@@ -125,7 +125,8 @@ typedef struct learner {
     const tokenizer *tok;
     jinja_tpl *chat_tpl;   /* renders prompt files' "messages" (NULL: none) */
     chat_config chat_cfg;  /* bos/eos strings of the policy's tokenizer_config.json */
-    int32_t stop_ids[1];   /* the EOS id actors stop at */
+    int32_t stop_ids[1 + SAMPLE_MAX_STOP]; /* ids a completion ends at (EOS ids) */
+    int n_stop;
     psrc *prompts;
     lease_table *leases;
     gbuf *buf;
@@ -181,7 +182,7 @@ static void publish_prom(learner *L);
 static void fill_sampling(const learner *L, Cohort__V1__SamplingParams *sp)
 {
     cohort__v1__sampling_params__init(sp);
-    sp->n_stop_token_ids = L->stop_ids[0] >= 0 ? 1 : 0;
+    sp->n_stop_token_ids = (size_t)L->n_stop;
     sp->stop_token_ids = (int32_t *)L->stop_ids;
     sp->temperature = L->cfg.loss.temperature;
     sp->top_k = L->cfg.sampling.top_k;
@@ -1799,8 +1800,18 @@ int main(int argc, char **argv)
         trainer_destroy(L.tr);
         return 0;
     }
-    L.stop_ids[0] = tok_eos_id(L.tok);
     const model_config *mc = model_get_config(trainer_policy(L.tr));
+    /* completions end at the tokenizer's EOS and at every eos_token_id of the model's
+     * config.json / generation_config.json */
+    if (tok_eos_id(L.tok) >= 0)
+        L.stop_ids[L.n_stop++] = tok_eos_id(L.tok);
+    for (int i = 0; i < mc->n_eos && L.n_stop < 1 + SAMPLE_MAX_STOP; i++) {
+        int dup = 0;
+        for (int k = 0; k < L.n_stop; k++)
+            dup |= L.stop_ids[k] == mc->eos_ids[i];
+        if (!dup)
+            L.stop_ids[L.n_stop++] = mc->eos_ids[i];
+    }
     psrc_config pc = {.task = L.cfg.task, .task_cfg = L.cfg.task_cfg,
                       .prompts_file = L.cfg.prompts_file, .tok = L.tok,
                       .max_prompt_tokens = mc->max_seq - L.cfg.sampling.max_new_tokens,

@@ -147,13 +147,27 @@ model *trainer_policy(trainer *t) { return t->policy; }
 
 int trainer_has_next(const trainer *t) { return t->step < total_steps(&t->c); }
 
-/* Encode <bos> + text into ids; returns count or a negative code. */
+/* Encode the tokenizer's BOS (when it adds one) + text into ids; returns the count or a
+ * negative code. */
 static int encode_prompt(const trainer *t, const char *text, int *ids, int cap, coh_err *err)
 {
-    int n = 0;
-    ids[0] = TOK_BOS;
-    int rc = tok_encode(t->tok, text, ids + 1, cap - 1, &n, err);
-    return rc ? rc : n + 1;
+    int n = 0, bos = tok_add_bos(t->tok) && tok_bos_id(t->tok) >= 0;
+    if (bos)
+        ids[0] = tok_bos_id(t->tok);
+    int rc = tok_encode(t->tok, text, ids + bos, cap - bos, &n, err);
+    return rc ? rc : n + bos;
+}
+
+/* 1 when id ends a completion (the sampler's eos_id or one of its stop ids). */
+static int is_stop(const trainer *t, int id)
+{
+    const sample_params *sp = &t->c.sampling;
+    if (id == sp->eos_id)
+        return 1;
+    for (int i = 0; i < sp->n_stop; i++)
+        if (id == sp->stop_ids[i])
+            return 1;
+    return 0;
 }
 
 /* ---- settings record ------------------------------------------------------------------------ */
@@ -445,6 +459,16 @@ int trainer_create(const trainer_config *c, int resume, trainer **out, coh_err *
             goto fail;
     }
     t->c.model = *model_get_config(t->policy); /* the settings record the policy's own */
+    /* completions end at the tokenizer's EOS (the character tokenizer's <eos>) and at every
+     * eos_token_id of the policy's config */
+    t->c.sampling.eos_id = tok_eos_id(t->tok);
+    t->c.sampling.n_stop = 0;
+    if ((rc = sample_params_use_eos(&t->c.sampling, &t->c.model, err)))
+        goto fail;
+    if (t->c.sampling.eos_id < 0 && t->c.sampling.n_stop > 0)
+        t->c.sampling.eos_id = t->c.sampling.stop_ids[0];
+    if (tok_vocab_size(t->tok) < t->c.model.vocab_size)
+        t->c.sampling.vocab_limit = tok_vocab_size(t->tok);
     t->c.task_cfg.seed = t->c.seed;
     if ((rc = task_create(t->c.task, &t->c.task_cfg, &t->task, err)))
         goto fail;
@@ -601,7 +625,7 @@ int trainer_evaluate(trainer *t, int n, double *accuracy, coh_err *err)
         if (rc)
             return rc;
         int L = t->s_len[0];
-        if (L > 0 && t->s_tok[L - 1] == TOK_EOS)
+        if (L > 0 && is_stop(t, t->s_tok[L - 1]))
             L--;
         tok_decode(t->tok, t->s_tok, L, text, sizeof text);
         task_score sc;
@@ -649,7 +673,8 @@ static int build_sft_batch(trainer *t, int *B_out, coh_err *err)
         int rc = tok_encode(t->tok, it.answer, comp, 255, &clen, err);
         if (rc)
             return rc;
-        comp[clen++] = TOK_EOS;
+        if (t->c.sampling.eos_id >= 0)
+            comp[clen++] = t->c.sampling.eos_id;
         if (plen + clen > t->max_T)
             return coh_fail(err, COH_ERANGE,
                             "demonstration of %d tokens exceeds max_position_embeddings %d",
@@ -684,7 +709,7 @@ static int build_rl_batch(trainer *t, int raft, int *B_out, double *sample_token
             const int *comp = t->s_tok + (size_t)g * M;
             int L = t->s_len[g];
             ntok += L;
-            int tl = L > 0 && comp[L - 1] == TOK_EOS ? L - 1 : L;
+            int tl = L > 0 && is_stop(t, comp[L - 1]) ? L - 1 : L;
             tok_decode(t->tok, comp, tl, text, sizeof text);
             task_score sc;
             double reward = 0.0;

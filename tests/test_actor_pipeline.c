@@ -110,7 +110,7 @@ static void test_sampling_checks(void **state)
     int32_t ids[] = {7, TOK_EOS, 9};
     sp.stop_token_ids = ids;
     sp.n_stop_token_ids = 3;
-    assert_int_equal(session_stop_id(&sp), TOK_EOS); /* listed: <eos> */
+    assert_int_equal(session_stop_id(&sp), 7); /* the first listed (the others are stop_ids) */
     sp.stop_token_ids = (int32_t[]){7, 9};
     sp.n_stop_token_ids = 2;
     assert_int_equal(session_stop_id(&sp), 7); /* else the first */
