@@ -391,12 +391,27 @@ static int pipeline_lease_(pipeline *pl, pipeline_lease *hl)
         }
     }
 
-    /* score */
+    /* score: the texts and the exact ids (the prompt as leased, the completions as sampled) */
+    const int32_t **rows = calloc((size_t)G, sizeof *rows);
+    int32_t *ptok = malloc((size_t)(plen > 0 ? plen : 1) * sizeof *ptok);
+    if (!rows || !ptok) {
+        free(rows);
+        free(ptok);
+        goto fail_mem;
+    }
+    for (int i = 0; i < G; i++)
+        rows[i] = tok32 + (size_t)i * M;
+    for (int i = 0; i < plen; i++)
+        ptok[i] = pl->prompt[i];
     rclient_group grp = {.lease_id = L->lease_id, .task = L->task, .prompt = L->prompt,
                          .answer = L->answer, .metadata_json = L->metadata_json, .n = G,
-                         .texts = texts, .lens = pl->lens, .truncated = trunc};
+                         .texts = texts, .lens = pl->lens, .truncated = trunc,
+                         .prompt_tokens = ptok, .n_prompt = plen,
+                         .tokens = (const int32_t *const *)rows};
     double reward_ms = 0;
     int src = rclient_score(pl->rc, pl->s, &grp, &scores, &reward_ms);
+    free(rows);
+    free(ptok);
     if (src == -1) {
         rc = -1;
         goto out; /* stopping: the lease is returned by the caller */

@@ -135,6 +135,14 @@ int rclient_score(rclient *rc, session *s, const rclient_group *g, rclient_score
         items[i].metadata_json = (char *)(g->metadata_json ? g->metadata_json : "");
         items[i].completion_num_tokens = g->lens[i];
         items[i].truncated = g->truncated[i] != 0;
+        if (g->prompt_tokens && g->n_prompt > 0) {
+            items[i].prompt_tokens = (int32_t *)g->prompt_tokens;
+            items[i].n_prompt_tokens = (size_t)g->n_prompt;
+        }
+        if (g->tokens && g->tokens[i]) {
+            items[i].completion_tokens = (int32_t *)g->tokens[i];
+            items[i].n_completion_tokens = (size_t)g->lens[i];
+        }
         itemp[i] = &items[i];
     }
     Cohort__V1__ScoreRequest req = COHORT__V1__SCORE_REQUEST__INIT;

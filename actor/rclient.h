@@ -38,6 +38,10 @@ typedef struct rclient_group {
     char *const *texts;   /* [n] decoded completions (stop token removed) */
     const int *lens;      /* [n] completion tokens */
     const int *truncated; /* [n] 1 when the completion hit max_new_tokens without a stop */
+    const int32_t *prompt_tokens;      /* [n_prompt] the prompt's ids (may be NULL) */
+    int n_prompt;
+    const int32_t *const *tokens;      /* [n] each completion's ids, lens[i] of them (may be
+                                        * NULL); sent with the texts, never re-tokenized */
 } rclient_group;
 
 /* The outcome for one completion. */

@@ -73,6 +73,10 @@ static int verify_remote(void *ctx, const char *endpoint, const scorer_item *ite
     req.completion = (char *)item->completion;
     req.metadata_json = (char *)(item->metadata_json ? item->metadata_json : "");
     req.answer = (char *)(item->answer ? item->answer : "");
+    req.prompt_tokens = (int32_t *)item->prompt_tokens;
+    req.n_prompt_tokens = item->prompt_tokens ? item->n_prompt_tokens : 0;
+    req.completion_tokens = (int32_t *)item->completion_tokens;
+    req.n_completion_tokens = item->completion_tokens ? item->n_completion_tokens : 0;
     ProtobufCMessage *rep = NULL;
     rpc_status st;
     int rc = rpc_unary_msg(ch, "/cohort.v1.Verifier/Verify", &req.base,
@@ -151,7 +155,9 @@ static void score_work(uv_work_t *w)
     scorer *sc = take_scorer(j->svc, &idx);
     for (size_t i = 0; i < j->req->n_items; i++) {
         const Cohort__V1__RewardItem *it = j->req->items[i];
-        scorer_item si = {it->task, it->prompt, it->completion, it->answer, it->metadata_json};
+        scorer_item si = {it->task, it->prompt, it->completion, it->answer, it->metadata_json,
+                          it->prompt_tokens, it->completion_tokens, it->n_prompt_tokens,
+                          it->n_completion_tokens};
         coh_err err;
         if (scorer_score(sc, &si, &j->results[i], &err)) {
             memset(&j->results[i], 0, sizeof j->results[i]);

@@ -43,6 +43,9 @@ typedef enum {
 
 typedef struct scorer_item {
     const char *task, *prompt, *completion, *answer, *metadata_json; /* answer/meta may be "" */
+    /* the exact token ids (may be NULL / 0), passed on to custom verifiers unchanged */
+    const int32_t *prompt_tokens, *completion_tokens;
+    size_t n_prompt_tokens, n_completion_tokens;
 } scorer_item;
 
 #define SCORER_MAX_COMPONENTS 8

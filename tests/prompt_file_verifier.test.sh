@@ -6,6 +6,7 @@
 # file reaches the verifier untouched. Two more tasks of the file go to a verifier that sleeps
 # past its deadline and to an endpoint that is down: their groups are reported (timed out /
 # failed), counted as dropped ("reward_failed") in the learner's metrics, and training goes on.
+# The verifier also receives the exact prompt and completion token ids (token in, token out).
 # usage: bash tests/prompt_file_verifier.test.sh BUILD_DIR
 set -euo pipefail
 BUILD=${1:?usage: prompt_file_verifier.test.sh BUILD_DIR}
@@ -58,6 +59,14 @@ logged = [json.loads(l) for l in open("verifier.log")]
 assert logged and all(l["task"] == "match" for l in logged), logged[:3]
 assert all(l["metadata"].get("from") == "prompt-file-7" for l in logged), logged[:3]
 assert {l["metadata"]["target"] for l in logged} <= {"ABC", "OK", "XYZ"}
+# token in, token out: the verifier gets the exact ids the policy saw and sampled (the
+# character tokenizer: id = code - 29, <bos> = 1, <eos> = 2), and the completion's text
+for l in logged:
+    assert l["prompt_tokens"] == [1] + [ord(c) - 29 for c in l["prompt"]], l
+    ct = l["completion_tokens"]
+    assert ct and (ct[-1] == 2 or len(ct) == 8), l
+    body = ct[:-1] if ct[-1] == 2 else ct
+    assert "".join(chr(t + 29) for t in body if t > 2) == l["completion"], l
 steps = [json.loads(l) for l in open("run/metrics.jsonl")][1:]
 assert len(steps) == 6 and all(s["phase"] == "rl" and s["groups_used"] >= 1 for s in steps), steps
 print(f"prompt file -> verifier: {len(logged)} verifications with the file's metadata; "

@@ -104,7 +104,10 @@ def make_servicer(pb, rpc, args):
             if args.log:
                 with log_lock, open(args.log, "a") as f:
                     f.write(json.dumps({"task": req.task, "prompt": req.prompt,
-                                        "metadata": meta}) + "\n")
+                                        "metadata": meta, "completion": req.completion,
+                                        "prompt_tokens": list(req.prompt_tokens),
+                                        "completion_tokens": list(req.completion_tokens)})
+                            + "\n")
             score, passed = score_match(target, req.completion)
             return pb.VerifyReply(score=score, passed=passed,
                                   details="exact" if passed else f"{score:.2f} of '{target}'")
