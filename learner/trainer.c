@@ -38,6 +38,7 @@ struct trainer {
 
     /* batch buffers, sized for max_B sequences of max_T tokens */
     int max_B, max_T;
+    int ws_T;           /* the model workspace holds max_B x ws_T tokens (grown on demand) */
     int *tokens;        /* [max_B, max_T] */
     float *beh;         /* [max_B, max_T] behaviour log-probs per completion token */
     float *reflp;       /* [max_B, max_T] */
@@ -228,9 +229,11 @@ static int buffers_create(trainer *t, coh_err *err)
 {
     const trainer_config *c = &t->c;
     const model_config *mc = model_get_config(t->policy);
-    int B = c->sft_batch;
-    if (c->prompts_per_step * c->group_size > B)
-        B = c->prompts_per_step * c->group_size;
+    /* the SFT batch only counts when the run has SFT steps (a long-context policy trained
+     * only by RL never needs sft_batch rows) */
+    int B = c->prompts_per_step * c->group_size;
+    if (c->sft_steps > 0 && c->sft_batch > B)
+        B = c->sft_batch;
     t->max_B = B;
     t->max_T = mc->max_seq;
     size_t BT = (size_t)B * (size_t)t->max_T;
@@ -250,9 +253,8 @@ static int buffers_create(trainer *t, coh_err *err)
     if (!t->tokens || !t->beh || !t->reflp || !t->adv || !t->use || !t->seqs || !t->rewards ||
         !t->grads || !t->s_tok || !t->s_lp || !t->s_len)
         return coh_fail(err, COH_ENOMEM, "trainer: out of memory for batch buffers");
-    int rc = model_ws_create(t->policy, B, t->max_T, &t->ws, err);
-    if (rc)
-        return rc;
+    /* the model workspace (activations and logits: B x T x V floats) is made for the
+     * longest batch seen, not for max_position_embeddings: see ensure_ws */
     return sampler_create(t->policy, (int)G, t->max_T, &t->smp, err);
 }
 
@@ -856,6 +858,24 @@ static void reward_stats(const double *r, int n, trainer_metrics *m)
     m->reward_std = n > 1 ? sqrt(fmax(0.0, (s2 - s * s / n) / (n - 1))) : 0.0;
 }
 
+/* A model workspace for max_B rows of at least T tokens: made (or remade larger, in steps
+ * of 64 tokens up to max_T) when a batch is longer than any before. */
+static int ensure_ws(trainer *t, int T, coh_err *err)
+{
+    if (t->ws && T <= t->ws_T)
+        return COH_OK;
+    int nt = ((T + 63) / 64) * 64;
+    if (nt > t->max_T)
+        nt = t->max_T;
+    model_ws_destroy(t->ws);
+    t->ws = NULL;
+    t->ws_T = 0;
+    int rc = model_ws_create(t->policy, t->max_B, nt, &t->ws, err);
+    if (rc == COH_OK)
+        t->ws_T = nt;
+    return rc;
+}
+
 /* The update on the B sequences in the batch buffers (built with stride max_T). */
 static int step_learn(trainer *t, int phase, long ps, const loss_config *lc,
                       const optim_config *oc, int B, trainer_metrics *m, coh_err *err)
@@ -883,6 +903,8 @@ static int step_learn(trainer *t, int phase, long ps, const loss_config *lc,
                         (size_t)T * sizeof(int));
         for (int b = 0; b < B; b++)
             t->seqs[b].tokens = t->tokens + (size_t)b * T;
+        if ((rc = ensure_ws(t, T, err)))
+            return rc;
         if (lc->mode == LOSS_RL && loss_needs_ref(lc) && (rc = compute_ref_logp(t, B, T, err)))
             return rc;
         rc = model_forward(t->policy, t->ws, t->tokens, B, T, err);
