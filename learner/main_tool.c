@@ -550,7 +550,7 @@ static int cmd_inspect(int argc, char **argv)
         goto out;
     }
     int has_tok = fs_exists(tok_path);
-    if (has_tok && tok_load(tok_path, &tok, &err))
+    if (has_tok && tok_load_dir(dir, &tok, &err))
         add_problem(problems, "tokenizer.json cannot be loaded: %s", err.msg);
     if (tok && tok_vocab_size(tok) > cfg.vocab_size)
         add_problem(problems, "the tokenizer has %d ids but vocab_size is %d",
@@ -617,8 +617,13 @@ static int cmd_inspect(int argc, char **argv)
         cJSON_AddBoolToObject(c, "tie_word_embeddings", cfg.tie_embeddings);
         cJSON *t = cJSON_AddObjectToObject(root, "tokenizer");
         cJSON_AddBoolToObject(t, "present", tok != NULL);
-        if (tok)
+        if (tok) {
+            cJSON_AddStringToObject(t, "kind", tok_kind(tok));
             cJSON_AddNumberToObject(t, "vocab_size", tok_vocab_size(tok));
+            cJSON_AddNumberToObject(t, "bos_token_id", tok_bos_id(tok));
+            cJSON_AddNumberToObject(t, "eos_token_id", tok_eos_id(tok));
+            cJSON_AddBoolToObject(t, "add_bos_token", tok_add_bos(tok));
+        }
         cJSON_AddItemToObject(root, "tensors", tensors);
         for (int i = 0; i < st_count(f); i++) {
             const st_tensor_info *ti = st_info(f, i);
@@ -672,7 +677,9 @@ static int cmd_inspect(int argc, char **argv)
         printf("  max_position_embeddings  %d\n", cfg.max_seq);
         printf("  tie_word_embeddings      %s\n", cfg.tie_embeddings ? "true" : "false");
         if (tok)
-            printf("tokenizer: cohort-char, %d ids\n", tok_vocab_size(tok));
+            printf("tokenizer: %s, %d ids, bos %d, eos %d%s\n", tok_kind(tok),
+                   tok_vocab_size(tok), tok_bos_id(tok), tok_eos_id(tok),
+                   tok_add_bos(tok) ? " (prompts start with bos)" : "");
         else if (!has_tok)
             printf("tokenizer: none (no %s: 'sample' needs one; 'logprobs' and 'grad' work on "
                    "token ids)\n",
@@ -733,7 +740,6 @@ static int cmd_sample(int argc, char **argv)
     int n = 1, verbose = 0, ch;
     uint64_t seed = 0;
     sample_params sp = sample_params_default();
-    sp.eos_id = TOK_EOS;
     while ((ch = getopt_long(argc, argv, "hn:v", opts, NULL)) != -1) {
         int bad = 0;
         switch (ch) {
@@ -793,16 +799,20 @@ static int cmd_sample(int argc, char **argv)
         fputs("cohort-tool: out of memory\n", stderr);
         goto out;
     }
-    ids[0] = TOK_BOS;
+    /* the tokenizer's BOS when it adds one (always for the built-in tokenizer); its EOS and
+     * the model's eos_token_id list end a completion */
+    int bos = tok_add_bos(tok) && tok_bos_id(tok) >= 0;
+    ids[0] = tok_bos_id(tok);
+    sp.eos_id = tok_eos_id(tok);
     int np = 0;
-    if (tok_encode(tok, prompt, ids + 1, c->max_seq - 1, &np, &err)) {
+    if (tok_encode(tok, prompt, ids + bos, c->max_seq - bos, &np, &err)) {
         if (err.code == COH_ERANGE)
             report(&err, "the prompt does not fit in max_position_embeddings = %d", c->max_seq);
         else
             report(&err, "cannot encode the prompt");
         goto out;
     }
-    int plen = np + 1;
+    int plen = np + bos;
     if ((long)plen + sp.max_new_tokens > c->max_seq) {
         fprintf(stderr,
                 "cohort-tool: <bos> + prompt (%d tokens) + --max-new-tokens %d exceeds "
@@ -814,7 +824,7 @@ static int cmd_sample(int argc, char **argv)
     out_tok = malloc(cells * sizeof *out_tok);
     out_lp = malloc(cells * sizeof *out_lp);
     lens = malloc((size_t)n * sizeof *lens);
-    size_t text_cap = (size_t)sp.max_new_tokens + 1;
+    size_t text_cap = (size_t)sp.max_new_tokens * 64 + 1; /* a BPE token may be long */
     text = malloc(text_cap);
     if (!out_tok || !out_lp || !lens || !text) {
         fputs("cohort-tool: out of memory\n", stderr);
@@ -839,7 +849,11 @@ static int cmd_sample(int argc, char **argv)
     }
     for (int i = 0; i < n; i++) {
         const int *row = out_tok + (size_t)i * sp.max_new_tokens;
-        tok_decode(tok, row, lens[i], text, text_cap);
+        int L = lens[i];
+        int stop = L > 0 && row[L - 1] == sp.eos_id;
+        for (int k = 0; L > 0 && k < sp.n_stop; k++)
+            stop |= row[L - 1] == sp.stop_ids[k];
+        tok_decode(tok, row, stop ? L - 1 : L, text, text_cap); /* the stop token not shown */
         if (verbose) {
             double sum = 0.0;
             for (int k = 0; k < lens[i]; k++)
