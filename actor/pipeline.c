@@ -11,6 +11,7 @@
 #include "policy.h"
 #include "rng.h"
 #include "sampler.h"
+#include "stops.h"
 #include "tokenizer.h"
 
 #define M_LEASE "/cohort.v1.Learner/LeasePrompts"
@@ -374,11 +375,24 @@ static int pipeline_lease_(pipeline *pl, pipeline_lease *hl)
         goto fail_mem;
     for (int i = 0; i < G; i++) {
         int *row = pl->tokens + (size_t)i * M;
-        int n = pl->lens[i];
-        int has_eos = n > 0 && row[n - 1] == sp.eos_id;
-        for (int k = 0; n > 0 && k < sp.n_stop; k++)
+        int n = pl->lens[i], which = -1;
+        if (par.stop.n > 0) {
+            /* end at a stop string: ids and log-probabilities cut after the token that
+             * completes it; the text is the kept tokens', stop string included */
+            int cut = stops_cut(tok, row, n, &par.stop, &which, &err);
+            if (cut < 0) {
+                AWARN("lease %llu (%s): %s", (unsigned long long)L->lease_id, L->prompt_id,
+                      err.msg);
+                goto fail_mem;
+            }
+            n = pl->lens[i] = cut;
+        }
+        int has_eos = 0;
+        for (int k = 0; which < 0 && n > 0 && k < sp.n_stop; k++)
             has_eos |= row[n - 1] == sp.stop_ids[k];
-        trunc[i] = !has_eos;
+        if (which < 0 && n > 0 && row[n - 1] == sp.eos_id)
+            has_eos = 1;
+        trunc[i] = which < 0 && !has_eos;
         texts[i] = malloc(tcap);
         if (!texts[i])
             goto fail_mem;

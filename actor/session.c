@@ -213,11 +213,27 @@ int session_is_unknown_actor(const rpc_status *st)
     return strncmp(st->message, "unknown actor", 13) == 0;
 }
 
+/* sp's stop strings as a list; COH_EINVAL / COH_ERANGE naming the bad one. */
+static int session_stops_(const Cohort__V1__SamplingParams *sp, stops_list *out, coh_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (sp->n_stop > STOPS_MAX)
+        return coh_fail(err, COH_ERANGE, "SamplingParams.stop: %zu stop strings (at most %d)",
+                        sp->n_stop, STOPS_MAX);
+    for (size_t i = 0; i < sp->n_stop; i++) {
+        int rc = stops_add(out, sp->stop[i], err);
+        if (rc)
+            return coh_wrap(err, rc, "SamplingParams.stop[%zu]", i);
+    }
+    return COH_OK;
+}
+
 int session_sampling_valid(const Cohort__V1__SamplingParams *sp)
 {
+    stops_list l;
     return sp && sp->temperature > 0 && sp->temperature <= 10 && sp->top_k >= 0 &&
            sp->top_p > 0 && sp->top_p <= 1 && sp->max_new_tokens >= 1 &&
-           sp->max_new_tokens <= 65536;
+           sp->max_new_tokens <= 65536 && session_stops_(sp, &l, NULL) == COH_OK;
 }
 
 int session_stop_id(const Cohort__V1__SamplingParams *sp)
@@ -234,6 +250,14 @@ static void session_apply_sampling_locked_(session *s, const Cohort__V1__Samplin
 {
     if (!sp)
         return;
+    stops_list stop;
+    coh_err err;
+    if (session_stops_(sp, &stop, &err)) {
+        AWARN("learner sent unusable stop strings (%s); keeping the previous sampling "
+              "parameters",
+              err.msg);
+        return;
+    }
     if (!session_sampling_valid(sp)) {
         AWARN("learner sent invalid sampling parameters (temperature %g, top_k %d, top_p %g, "
               "max_new_tokens %d); keeping the previous ones",
@@ -243,7 +267,9 @@ static void session_apply_sampling_locked_(session *s, const Cohort__V1__Samplin
     session_params *p = &s->params;
     int changed = p->temperature != sp->temperature || p->sample.top_k != sp->top_k ||
                   p->sample.top_p != (float)sp->top_p ||
-                  p->sample.max_new_tokens != sp->max_new_tokens;
+                  p->sample.max_new_tokens != sp->max_new_tokens ||
+                  !stops_equal(&p->stop, &stop);
+    p->stop = stop;
     p->temperature = sp->temperature;
     p->sample.temperature = (float)sp->temperature;
     p->sample.top_k = sp->top_k;
@@ -258,8 +284,9 @@ static void session_apply_sampling_locked_(session *s, const Cohort__V1__Samplin
         AWARN("learner lists %zu stop tokens; this actor stops on the first %d",
               sp->n_stop_token_ids, SAMPLE_MAX_STOP + 1);
     if (changed)
-        ALOG("sampling: temperature %g, top_k %d, top_p %g, max_new_tokens %d, stop id %d",
-             sp->temperature, sp->top_k, sp->top_p, sp->max_new_tokens, eos);
+        ALOG("sampling: temperature %g, top_k %d, top_p %g, max_new_tokens %d, stop id %d, "
+             "%d stop string(s)",
+             sp->temperature, sp->top_k, sp->top_p, sp->max_new_tokens, eos, stop.n);
 }
 
 int session_register(session *s, uint64_t stale_id)

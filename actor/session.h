@@ -25,6 +25,7 @@
 #include "err.h"
 #include "rpc.h"
 #include "sampler.h"
+#include "stops.h"
 #include "vtrack.h"
 
 #define SESSION_MAX_BACKOFF_MS 5000
@@ -41,6 +42,8 @@ typedef struct session_config {
 typedef struct session_params {
     int group_size;        /* completions per lease, >= 1 */
     sample_params sample;  /* temperature, top_k, top_p, max_new_tokens, eos_id */
+    stops_list stop;       /* stop strings (SamplingParams.stop): where stops_cut ends a
+                            * completion after sampling */
     double temperature;    /* the temperature exactly as the learner sent it */
     int max_staleness;
     uint32_t heartbeat_interval_ms, lease_ttl_ms;
@@ -109,7 +112,7 @@ int session_is_unknown_actor(const rpc_status *st);
 void session_params_get(session *s, session_params *out);
 void session_set_paused(session *s, int paused);
 /* 1 if sp is usable: temperature in (0, 10], top_k >= 0, top_p in (0, 1], max_new_tokens in
- * [1, 65536]. */
+ * [1, 65536], at most STOPS_MAX stop strings, each valid (stops_check). */
 int session_sampling_valid(const Cohort__V1__SamplingParams *sp);
 /* The one stop id the sampler uses for the learner's stop_token_ids: <eos> when the list is
  * empty or names it, else the first listed id. */

@@ -127,6 +127,7 @@ typedef struct learner {
     chat_config chat_cfg;  /* bos/eos strings of the policy's tokenizer_config.json */
     int32_t stop_ids[1 + SAMPLE_MAX_STOP]; /* ids a completion ends at (EOS ids) */
     int n_stop;
+    char *stop_text[STOPS_MAX]; /* SamplingParams.stop: cfg.stop's strings (fill_sampling) */
     psrc *prompts;
     lease_table *leases;
     gbuf *buf;
@@ -184,6 +185,10 @@ static void fill_sampling(const learner *L, Cohort__V1__SamplingParams *sp)
     cohort__v1__sampling_params__init(sp);
     sp->n_stop_token_ids = (size_t)L->n_stop;
     sp->stop_token_ids = (int32_t *)L->stop_ids;
+    /* the run's stop strings (--stop); cfg.stop never changes during a run, and the pointers
+     * (into L->cfg, which is reassigned in place) stay valid */
+    sp->n_stop = (size_t)L->cfg.stop.n;
+    sp->stop = (char **)L->stop_text;
     sp->temperature = L->cfg.loss.temperature;
     sp->top_k = L->cfg.sampling.top_k;
     sp->top_p = L->cfg.sampling.top_p;
@@ -1812,6 +1817,8 @@ int main(int argc, char **argv)
         if (!dup)
             L.stop_ids[L.n_stop++] = mc->eos_ids[i];
     }
+    for (int i = 0; i < L.cfg.stop.n && i < STOPS_MAX; i++)
+        L.stop_text[i] = L.cfg.stop.text[i];
     psrc_config pc = {.task = L.cfg.task, .task_cfg = L.cfg.task_cfg,
                       .prompts_file = L.cfg.prompts_file, .tok = L.tok,
                       .max_prompt_tokens = mc->max_seq - L.cfg.sampling.max_new_tokens,

@@ -171,6 +171,27 @@ static int is_stop(const trainer *t, int id)
     return 0;
 }
 
+/* Where sampled completion comp[0..L) ends: at a stop string of the run (--stop; the kept
+ * tokens end with the token that completes it, and their whole text is the completion's), or
+ * else as sampled, with the text leaving out a final EOS / stop id. Returns the number of
+ * tokens kept and sets *text_len to how many of them make the text; a negative code on
+ * failure. */
+static int completion_end(const trainer *t, const int *comp, int L, int *text_len,
+                          coh_err *err)
+{
+    if (t->c.stop.n > 0) {
+        int which, cut = stops_cut(t->tok, comp, L, &t->c.stop, &which, err);
+        if (cut < 0)
+            return cut;
+        if (which >= 0) {
+            *text_len = cut;
+            return cut;
+        }
+    }
+    *text_len = L > 0 && is_stop(t, comp[L - 1]) ? L - 1 : L;
+    return L;
+}
+
 /* ---- settings record ------------------------------------------------------------------------ */
 
 /* Every setting of the run (trainopt.c's table), recorded in checkpoints and at the head of
@@ -626,9 +647,9 @@ int trainer_evaluate(trainer *t, int n, double *accuracy, coh_err *err)
                                   t->s_len, err);
         if (rc)
             return rc;
-        int L = t->s_len[0];
-        if (L > 0 && is_stop(t, t->s_tok[L - 1]))
-            L--;
+        int L = 0;
+        if ((rc = completion_end(t, t->s_tok, t->s_len[0], &L, err)) < 0)
+            return rc;
         tok_decode(t->tok, t->s_tok, L, text, sizeof text);
         task_score sc;
         if (task_verify(t->task, &it, text, &sc, NULL) == COH_OK && sc.correct >= 1.0)
@@ -709,9 +730,10 @@ static int build_rl_batch(trainer *t, int raft, int *B_out, double *sample_token
             return rc;
         for (int g = 0; g < G; g++) {
             const int *comp = t->s_tok + (size_t)g * M;
-            int L = t->s_len[g];
-            ntok += L;
-            int tl = L > 0 && is_stop(t, comp[L - 1]) ? L - 1 : L;
+            int tl = 0, L = completion_end(t, comp, t->s_len[g], &tl, err);
+            ntok += t->s_len[g]; /* sampled, whether kept or not */
+            if (L < 0)
+                return L;
             tok_decode(t->tok, comp, tl, text, sizeof text);
             task_score sc;
             double reward = 0.0;

@@ -28,6 +28,7 @@
 #include "model.h"
 #include "optim.h"
 #include "sampler.h"
+#include "stops.h"
 #include "tasks.h"
 #include "tokenizer.h"
 
@@ -61,6 +62,8 @@ typedef struct trainer_config {
     loss_config loss;       /* estimator, aggregation, clip, beta, entropy, temperature */
     optim_config optim;     /* betas, eps, weight decay, clip, schedule (lr set per phase) */
     sample_params sampling; /* temperature (kept equal to loss.temperature), top-k/p, max new */
+    stops_list stop;        /* --stop: a completion also ends right after the token whose
+                             * decoded text completes one of these (common/stops.h) */
     float format_weight;    /* reward = correct + format_weight * format */
 
     int eval_every;         /* evaluate every N steps (and at phase ends); 0 = never */

@@ -14,6 +14,7 @@
 #include "loss.h"
 #include "model.h"
 #include "optim.h"
+#include "stops.h"
 #include "tasks.h"
 
 /* ---- the table ------------------------------------------------------------------------- */
@@ -122,6 +123,9 @@ static const entry T[] = {
     E_FLOAT("top-p", sampling.top_p, 0, 1, 1, 0, 0, "P", "nucleus sampling (1 = off)"),
     E_INT("max-new-tokens", sampling.max_new_tokens, 1, 65536, 0, "N",
           "tokens per completion at most"),
+    {.name = "stop", .kind = TOPT_STRLIST, FIELD(stop), .bins = TOPT_ALL, .meta = "TEXT",
+     .help = "end a completion after the token that completes TEXT (repeatable: at most 8, "
+             "1..64 bytes of UTF-8 each)"},
     E_FLAG("drop-zero-signal", loss.drop_zero_signal, 0,
            "drop groups whose rewards are all equal (dynamic sampling)"),
     E_FLOAT("format-weight", format_weight, 0, 0, 100, 0, 0, "X",
@@ -316,6 +320,10 @@ static int apply_text(trainer_config *c, const entry *e, const char *shown, cons
         memcpy(field(c, e), arg, n + 1);
         return COH_OK;
     }
+    case TOPT_STRLIST:
+        if ((rc = stops_add(field(c, e), arg, err)))
+            return coh_wrap(err, rc, "%s", shown);
+        return COH_OK;
     case TOPT_FLAG: {
         int one = 1;
         memcpy(field(c, e), &one, sizeof one);
@@ -430,6 +438,28 @@ static int apply_json(trainer_config *c, const entry *e, const char *shown, cons
         if (!cJSON_IsString(it))
             return wrong_type(shown, "a string", it, err);
         return apply_text(c, e, shown, it->valuestring, err);
+    case TOPT_STRLIST: {
+        if (!cJSON_IsArray(it))
+            return wrong_type(shown, "an array of strings", it, err);
+        stops_list l;
+        memset(&l, 0, sizeof l);
+        int i = 0, rc;
+        const cJSON *s;
+        cJSON_ArrayForEach(s, it)
+        {
+            char at[128];
+            snprintf(at, sizeof at, "%s[%d]", shown, i++);
+            if (!cJSON_IsString(s))
+                return wrong_type(at, "a string", s, err);
+            if (l.n >= STOPS_MAX)
+                return coh_fail(err, COH_ERANGE, "%s: more than %d stop strings given", shown,
+                                STOPS_MAX);
+            if ((rc = stops_add(&l, s->valuestring, err)))
+                return coh_wrap(err, rc, "%s", at);
+        }
+        memcpy(field(c, e), &l, sizeof l);
+        return COH_OK;
+    }
     case TOPT_FLAG: {
         if (!cJSON_IsBool(it))
             return wrong_type(shown, "true or false", it, err);
@@ -649,6 +679,20 @@ static int add_entry_json(cJSON *o, const trainer_config *c, const entry *e)
         v = cJSON_CreateString(s);
         break;
     }
+    case TOPT_STRLIST: {
+        const stops_list *l = cfield(c, e);
+        v = cJSON_CreateArray();
+        for (int i = 0; v && i < l->n && i < STOPS_MAX; i++) {
+            cJSON *s = cJSON_CreateString(l->text[i]);
+            if (!s) {
+                cJSON_Delete(v);
+                v = NULL;
+                break;
+            }
+            cJSON_AddItemToArray(v, s);
+        }
+        break;
+    }
     case TOPT_FLAG: {
         int x;
         memcpy(&x, cfield(c, e), sizeof x);
@@ -810,13 +854,22 @@ int topt_parse_args(trainer_config *c, unsigned mask, int argc, char **argv,
                 rc = topt_load_file(c, mask, optarg, err);
         }
     }
-    /* sweep 2: every other option in order */
+    /* sweep 2: every other option in order; the first use of a list replaces the file's */
     if (rc == COH_OK) {
+        unsigned char listed[N_ENTRIES];
+        memset(listed, 0, sizeof listed);
         optind = 0;
         while (rc == COH_OK && (ch = getopt_long(argc, argv, sopts, opts, NULL)) != -1) {
             if (ch >= TOPT_VAL_BASE) {
-                if (T[ch - TOPT_VAL_BASE].kind != TOPT_CONFIG)
+                const entry *e = &T[ch - TOPT_VAL_BASE];
+                if (e->kind == TOPT_STRLIST && !listed[ch - TOPT_VAL_BASE]++) {
+                    trainer_config r = *c;
+                    memset(field(&r, e), 0, e->size);
+                    if ((rc = topt_apply(&r, ch - TOPT_VAL_BASE, optarg, err)) == COH_OK)
+                        *c = r;
+                } else if (e->kind != TOPT_CONFIG) {
                     rc = topt_apply(c, ch - TOPT_VAL_BASE, optarg, err);
+                }
             } else if (other) {
                 rc = other(ctx, ch, optarg, err);
             } else {
@@ -896,6 +949,17 @@ static void default_text(const trainer_config *d, const entry *e, char *buf, siz
         break;
     }
     case TOPT_MODEL: snprintf(buf, cap, "built-in small policy"); break;
+    case TOPT_STRLIST: {
+        const stops_list *l = cfield(d, e);
+        size_t used = 0;
+        for (int i = 0; i < l->n && i < STOPS_MAX; i++) {
+            int w = snprintf(buf + used, cap - used, "%s\"%s\"", i ? ", " : "", l->text[i]);
+            if (w < 0 || (size_t)w >= cap - used)
+                break;
+            used += (size_t)w;
+        }
+        break;
+    }
     default: break;
     }
 }

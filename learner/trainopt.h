@@ -26,7 +26,8 @@
  *
  * JSON values. Numbers for int/u64/float settings (an integral value for int; "seed" may also
  * be a string of decimal digits, as the record writes seeds above 2^53), strings for
- * choice/string/path settings, true/false for flags, and for "model_config" (--model-config)
+ * choice/string/path settings, true/false for flags, an array of strings for lists
+ * ("stop"), and for "model_config" (--model-config)
  * either a path to a config.json or the config object itself (the record always writes the
  * object). Paths are taken relative to the working directory, as on the command line.
  * A value is refused (COH_EINVAL or COH_ERANGE) with the key, the value and the expected range;
@@ -35,6 +36,12 @@
  *
  * Flags (kind TOPT_FLAG) take no value on the command line and set the setting to true; in
  * JSON they may be true or false.
+ *
+ * Lists (kind TOPT_STRLIST: --stop TEXT, at most 8 stop strings of 1..64 bytes of valid
+ * UTF-8 each, common/stops.h) are repeatable: topt_apply adds one string per use. On a
+ * command line the first use replaces the list a --config file gave, and later uses add to
+ * it, so the command line still overrides the file. In JSON the value is the whole list, an
+ * array of strings ("stop": ["\n\n", "###"]; [] for none), and the record always writes it.
  *
  * Model size (trainer.c): when the policy is created randomly and --model-config was not
  * given (model_from_config == 0), max_position_embeddings is raised so that the task's
@@ -70,6 +77,7 @@ typedef enum topt_kind {
     TOPT_CHOICE, /* one of a list of names (task, estimator, aggregation, schedule) */
     TOPT_STRING, /* text stored in a char array */
     TOPT_PATH,   /* a file or folder name stored in a char array */
+    TOPT_STRLIST,/* repeatable: each use adds one string to a stops_list (--stop TEXT) */
     TOPT_FLAG,   /* no value on the command line: sets the int field to 1 */
     TOPT_MODEL,  /* --model-config: a config.json path (or, in JSON, the object) */
     TOPT_CONFIG  /* --config FILE: a JSON object of settings (no field of its own) */
@@ -100,7 +108,8 @@ int topt_long_options(unsigned mask, struct option *opts, int max, int base);
 
 /* Set entry `index` of c from a command-line value (arg is ignored for flags; for
  * TOPT_CONFIG it is the file to load, with the keys of both binaries allowed, whereas
- * topt_parse_args loads it with the binary's mask). Values are checked with cli_*; on
+ * topt_parse_args loads it with the binary's mask; for a list, arg is added to it). Values
+ * are checked with cli_* (stop strings with stops_check); on
  * failure c is unchanged and err names the flag ("--group-size: 0 is out of range
  * (expected ...)"). */
 int topt_apply(trainer_config *c, int index, const char *arg, coh_err *err);

@@ -7,6 +7,8 @@
 # closed ports and missing files, so a binary that does not refuse would hang or fail
 # differently, never pass. A missing binary fails the test.
 #
+# --stop TEXT (a string, not a number) has its own refusals: empty, too long, not UTF-8, a
+# ninth string.
 # Coverage: the numeric and choice flags that `cohort-train --help` and
 # `cohort-learner --help` list must all have a row here (a new flag without a row fails).
 # Last, a real cohort-train run is repeated from its own settings record with
@@ -199,6 +201,29 @@ while read -r key flag over neg; do
     check_row "$key" "$flag" "$over" ${neg:+"$neg"}
 done <<<"$OTHER"
 
+# ---- --stop TEXT: a checked string, not a number -------------------------------------------
+# Refused: an empty string, 65 bytes, invalid UTF-8 (a cut-short sequence, a surrogate), and a
+# ninth string; each run exits with status 2 naming --stop.
+check_stop_ninth() {
+    local key=$1 bin=${BIN[$1]} rc
+    [[ -x "$BUILD/$bin" ]] || return
+    command_for "$key" --stop s0
+    for i in 1 2 3 4 5 6 7 8; do CMD+=(--stop "s$i"); done
+    RUNS=$((RUNS + 1))
+    timeout -k 2 10 "${CMD[@]}" </dev/null >"$WORK/out.txt" 2>"$WORK/err.txt"
+    rc=$?
+    if ((rc != 2)) || ! grep -qF -- "--stop: more than 8 stop strings" "$WORK/err.txt"; then
+        fail "$bin with 9 --stop: exit status $rc; stderr: $(head -c 300 "$WORK/err.txt")"
+    fi
+}
+for key in train learner; do
+    check "$key" --stop ""
+    check "$key" --stop "$(printf 'x%.0s' {1..65})"
+    check "$key" --stop $'ok\xc3'
+    check "$key" --stop $'\xed\xa0\x80'
+    check_stop_ninth "$key"
+done
+
 # ---- coverage: every numeric/choice flag in --help has a row -------------------------------
 for key in train learner; do
     bin=${BIN[$key]}
@@ -220,6 +245,7 @@ if [[ -x "$BUILD/cohort-train" ]]; then
     "$BUILD/cohort-train" --out a --sft-steps 2 --sft-batch 4 --rl-steps 1 --prompts 2 \
         --group-size 2 --eval-every 0 --estimator rloo --aggregation seq_mean_token_mean \
         --eps-high 0.28 --max-new-tokens 40 --seed 7 --drop-zero-signal --rl-lr 3e-4 --quiet \
+        --stop '#' --stop ' 9' \
         >run_a.txt 2>&1 || fail "cohort-train with flags failed: $(tail -3 run_a.txt)"
     head -1 a/metrics.jsonl | "$PY" -c '
 import json, sys
@@ -235,6 +261,7 @@ assert a.pop("out") == "a" and b.pop("out") == "b"
 diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
 assert not diff, diff
 assert a["estimator"] == "rloo" and a["max_new_tokens"] == 40 and a["seed"] == 7, a
+assert a["stop"] == ["#", " 9"], a
 # the random policy was made large enough: <bos> + "12+34=" + 40
 assert a["model_config"]["max_position_embeddings"] == 47, a["model_config"]
 EOF

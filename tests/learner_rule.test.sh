@@ -5,7 +5,10 @@
 # estimator, aggregation, clip range, entropy bonus, KL weight and --max-new-tokens 64, given
 # partly by --config FILE (JSON) and partly by flags that override it. The settings are read
 # back from the head of metrics.jsonl, from the checkpoint's trainer_state.json and from
-# Monitor.Status; the actor's long completions are accepted (no "invalid" drops).
+# Monitor.Status; the actor's long completions are accepted (no "invalid" drops). Stop strings
+# come from the file ("stop": [...]) and are replaced by the command line's --stop (the first
+# --stop replaces the file's list, a second adds to it); the actor cuts completions at them and
+# the learner accepts the cut completions (no "invalid" drops).
 # usage: bash tests/learner_rule.test.sh BUILD_DIR
 set -euo pipefail
 BUILD=${1:?usage: learner_rule.test.sh BUILD_DIR}
@@ -31,15 +34,16 @@ port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 LP=$(port); RP=$(port)
 cat > rule.json <<'EOF'
 {"estimator": "rloo", "aggregation": "seq_mean_token_mean", "eps_low": 0.1, "eps-high": 0.3,
- "max_new_tokens": 64, "beta": 0.5, "entropy_coef": 0.01, "rl_steps": 50}
+ "max_new_tokens": 64, "beta": 0.5, "entropy_coef": 0.01, "rl_steps": 50, "stop": ["==", "+"]}
 EOF
 export COHORT_KEEP_BLAS_KERNELS=1
 "$BUILD/cohort-reward" --listen "127.0.0.1:$RP" --stats-every 0 > reward.log 2>&1 & PIDS+=($!)
 # --beta on the command line overrides the file's 0.5
 "$BUILD/cohort-learner" --config rule.json --listen "127.0.0.1:$LP" --out run --sft-steps 0 \
   --rl-steps 4 --beta 0.02 --prompts 2 --group-size 3 --eval-every 0 --ckpt-every 0 \
+  --stop '#' --stop 'e' \
   > learner.log 2>&1 & LPID=$!; PIDS+=($LPID)
-"$BUILD/cohort-actor" --learner "127.0.0.1:$LP" --reward "127.0.0.1:$RP" --name rule --quiet \
+"$BUILD/cohort-actor" --learner "127.0.0.1:$LP" --reward "127.0.0.1:$RP" --name rule \
   > actor.log 2>&1 & PIDS+=($!)
 for _ in $(seq 600); do
   "$BUILD/cohortctl" --learner "127.0.0.1:$LP" status > status.txt 2>/dev/null || true
@@ -51,12 +55,13 @@ grep -q "rloo" status.txt || { echo "FAIL: cohortctl status shows no settings: $
 for _ in $(seq 600); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$LPID" 2>/dev/null; then echo "FAIL: the cluster did not finish 4 steps"; tail -5 learner.log actor.log; exit 1; fi
 grep -q "training finished at step 4" learner.log || { echo "FAIL: $(tail -5 learner.log)"; exit 1; }
+grep -q "2 stop string(s)" actor.log || { echo "FAIL: the actor did not take the 2 stop strings: $(grep -m2 sampling actor.log)"; exit 1; }
 
 "$PY" - <<'PY'
 import json, sys
 want = {"estimator": "rloo", "aggregation": "seq_mean_token_mean", "eps_low": 0.1, "eps_high": 0.3,
         "max_new_tokens": 64, "beta": 0.02, "entropy_coef": 0.01, "rl_steps": 4,
-        "kl_estimator": "k3", "kl_placement": "loss"}
+        "kl_estimator": "k3", "kl_placement": "loss", "stop": ["#", "e"]}
 lines = [json.loads(l) for l in open("run/metrics.jsonl")]
 state = json.load(open("run/checkpoints/" + open("run/checkpoints/latest").read().strip() + "/trainer_state.json"))
 for where, s in (("metrics.jsonl", lines[0]["settings"]), ("trainer_state.json", state["settings"])):
@@ -70,7 +75,8 @@ assert len(steps) == 4, steps
 assert all(l["groups_dropped_by_reason"]["invalid"] == 0 for l in steps), steps
 assert any(l["kl"] > 0 for l in steps[1:]) or True
 print("settings read back from metrics.jsonl and the checkpoint: rloo, seq_mean_token_mean, "
-      "clip [0.9, 1.3], beta 0.02 (flag over file), entropy 0.01, max_new_tokens 64; no invalid drops")
+      "clip [0.9, 1.3], beta 0.02 (flag over file), entropy 0.01, max_new_tokens 64, "
+      "stop ['#', 'e'] (flags over file); no invalid drops")
 PY
 echo "status: $(grep -m1 -i "estimator\|rloo" status.txt)"
 echo "learner_rule.test.sh: OK"

@@ -7,6 +7,9 @@
 # past its deadline and to an endpoint that is down: their groups are reported (timed out /
 # failed), counted as dropped ("reward_failed") in the learner's metrics, and training goes on.
 # The verifier also receives the exact prompt and completion token ids (token in, token out).
+# The run has stop strings (--stop): every completion the verifier sees ends at its EOS, at
+# --max-new-tokens, or right after the first token whose text completes a stop string (that
+# token kept, its text sent with the stop string in it), and never runs past one.
 # usage: bash tests/prompt_file_verifier.test.sh BUILD_DIR
 set -euo pipefail
 BUILD=${1:?usage: prompt_file_verifier.test.sh BUILD_DIR}
@@ -41,7 +44,8 @@ PIDS+=($!)
 "$BUILD/cohort-reward" --listen "127.0.0.1:$RP" --config reward.json --stats-every 0 > reward.log 2>&1 &
 PIDS+=($!)
 "$BUILD/cohort-learner" --listen "127.0.0.1:$LP" --out run --sft-steps 0 --rl-steps 6 --prompts 2 \
-  --group-size 4 --eval-every 0 --prompts-file prompts.jsonl --threads 1 > learner.log 2>&1 &
+  --group-size 4 --eval-every 0 --prompts-file prompts.jsonl --threads 1 --max-new-tokens 16 \
+  --stop e --stop A --stop = --stop '+' --stop 'never in 16' > learner.log 2>&1 &
 LPID=$!
 PIDS+=($LPID)
 "$BUILD/cohort-actor" --learner "127.0.0.1:$LP" --reward "127.0.0.1:$RP" --name pf --seed 3 --quiet > actor.log 2>&1 &
@@ -61,15 +65,29 @@ assert all(l["metadata"].get("from") == "prompt-file-7" for l in logged), logged
 assert {l["metadata"]["target"] for l in logged} <= {"ABC", "OK", "XYZ"}
 # token in, token out: the verifier gets the exact ids the policy saw and sampled (the
 # character tokenizer: id = code - 29, <bos> = 1, <eos> = 2), and the completion's text
+# Stop strings: a completion whose text holds one ends with the token that completes it.
+STOPS = ["e", "A", "=", "+", "never in 16"]
+text = lambda ids: "".join(chr(t + 29) for t in ids if t > 2)
+stopped = 0
 for l in logged:
     assert l["prompt_tokens"] == [1] + [ord(c) - 29 for c in l["prompt"]], l
     ct = l["completion_tokens"]
-    assert ct and (ct[-1] == 2 or len(ct) == 8), l
+    assert ct and len(ct) <= 16, l
+    if any(s in text(ct) for s in STOPS):
+        # cut right after the completing token: the prefix before it holds no stop string,
+        # and the text sent is the kept tokens', stop string included
+        assert not any(s in text(ct[:-1]) for s in STOPS), ("runs past a stop string", l)
+        assert text(ct) == l["completion"], l
+        stopped += 1
+        continue
+    assert ct[-1] == 2 or len(ct) == 16, l
     body = ct[:-1] if ct[-1] == 2 else ct
-    assert "".join(chr(t + 29) for t in body if t > 2) == l["completion"], l
+    assert text(body) == l["completion"], l
+assert stopped > 0, "no completion ended at a stop string"
 steps = [json.loads(l) for l in open("run/metrics.jsonl")][1:]
 assert len(steps) == 6 and all(s["phase"] == "rl" and s["groups_used"] >= 1 for s in steps), steps
-print(f"prompt file -> verifier: {len(logged)} verifications with the file's metadata; "
+print(f"prompt file -> verifier: {len(logged)} verifications with the file's metadata "
+      f"({stopped} ended at a stop string, none ran past one); "
       f"6 RL steps, reward means {[round(s['reward_mean'], 3) for s in steps]}")
 PY
 echo "prompt_file_verifier.test.sh: OK"

@@ -20,6 +20,7 @@
 #include "loss.h"
 #include "model.h"
 #include "optim.h"
+#include "stops.h"
 #include "tasks.h"
 #include "trainer.h"
 #include "trainopt.h"
@@ -262,7 +263,7 @@ static const char *const TRAIN_FLAGS[] = {
     "eps-low", "eps-high", "beta", "entropy-coef", "temperature", "max-new-tokens",
     "drop-zero-signal", "format-weight", "weight-decay", "grad-clip", "schedule",
     "eval-every", "eval-size", "ckpt-every", "log-every", "quiet", "top-k", "top-p",
-    "adam-beta1", "adam-beta2", "adam-eps", "config"};
+    "adam-beta1", "adam-beta2", "adam-eps", "config", "stop"};
 
 static void test_table(void **state)
 {
@@ -310,6 +311,8 @@ static void test_table(void **state)
     assert_int_equal(topt_range(topt_find("task"), &lo, &hi, &lo_open, &hi_open), COH_EINVAL);
     assert_string_equal(topt_choices(topt_find("estimator"))[4], "reinforce_pp");
     assert_null(topt_choices(topt_find("beta")));
+    assert_int_equal(topt_kind_of(topt_find("stop")), TOPT_STRLIST);
+    assert_int_equal(topt_range(topt_find("stop"), &lo, &hi, &lo_open, &hi_open), COH_EINVAL);
 }
 
 /* Every numeric option refuses a non-number, a value below its range and one above it,
@@ -471,7 +474,8 @@ static trainer_config everything_changed(void)
             break;
         }
         case TOPT_STRING:
-        case TOPT_PATH: snprintf(v, sizeof v, "some/%s", topt_name(k)); break;
+        case TOPT_PATH:
+        case TOPT_STRLIST: snprintf(v, sizeof v, "some/%s", topt_name(k)); break;
         case TOPT_MODEL: snprintf(v, sizeof v, "%s", path); break;
         case TOPT_FLAG: v[0] = '\0'; break;
         case TOPT_CONFIG: continue;
@@ -513,6 +517,12 @@ static void test_record_round_trip(void **state)
     assert_string_equal(cJSON_GetObjectItem(rc_, "builtin_task")->valuestring, "sort");
     assert_string_equal(cJSON_GetObjectItem(rc_, "kl_estimator")->valuestring, "k3");
     assert_string_equal(cJSON_GetObjectItem(rc_, "kl_placement")->valuestring, "reward");
+    /* stop strings: always a list, [] by default */
+    const cJSON *stop = cJSON_GetObjectItem(rc_, "stop");
+    assert_true(cJSON_IsArray(stop) && cJSON_GetArraySize(stop) == 1);
+    assert_string_equal(cJSON_GetArrayItem(stop, 0)->valuestring, "some/stop");
+    stop = cJSON_GetObjectItem(rd, "stop");
+    assert_true(cJSON_IsArray(stop) && cJSON_GetArraySize(stop) == 0);
     assert_string_equal(cJSON_GetObjectItem(rd, "kl_placement")->valuestring, "loss");
     /* a seed above 2^53 is written as digits; floats as their shortest decimal */
     assert_string_equal(cJSON_GetObjectItem(rc_, "seed")->valuestring, "18446744073709551557");
@@ -881,6 +891,107 @@ static void test_merge_resume(void **state)
     cJSON_Delete(o);
 }
 
+/* --stop: repeatable on the command line, a list in JSON, checked, recorded. */
+static void test_stop_strings(void **state)
+{
+    (void)state;
+    coh_err err;
+    trainer_config c = trainer_config_default();
+    assert_int_equal(c.stop.n, 0);
+    /* each use adds one */
+    assert_int_equal(topt_apply_name(&c, TOPT_TRAIN, "stop", "+", &err), COH_OK);
+    assert_int_equal(topt_apply_name(&c, TOPT_LEARNER, "stop", "\n\nQ:", &err), COH_OK);
+    assert_int_equal(topt_apply_name(&c, TOPT_TRAIN, "stop", "\xE2\x82\xAC", &err), COH_OK);
+    assert_int_equal(c.stop.n, 3);
+    assert_string_equal(c.stop.text[0], "+");
+    assert_string_equal(c.stop.text[1], "\n\nQ:");
+    /* refusals name --stop; c unchanged */
+    trainer_config before = c;
+    char s65[66];
+    memset(s65, 'x', 65);
+    s65[65] = '\0';
+    const struct {
+        const char *v;
+        int code;
+        const char *needle;
+    } bad[] = {
+        {"", COH_EINVAL, "--stop: a stop string is empty"},
+        {s65, COH_ERANGE, "--stop: stop string 'xxxx"},
+        {"ok\xC3", COH_EINVAL, "--stop: stop string 'ok\\xC3' is not valid UTF-8 (at byte 2)"},
+        {"\xED\xA0\x80", COH_EINVAL, "not valid UTF-8"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(topt_apply_name(&c, TOPT_TRAIN, "stop", bad[i].v, &err), bad[i].code);
+        assert_contains(err.msg, bad[i].needle);
+        assert_memory_equal(&c, &before, sizeof c);
+    }
+    assert_int_equal(topt_apply_name(&c, TOPT_TRAIN, "stop", NULL, &err), COH_EINVAL);
+    char s[8];
+    for (int i = 3; i < 8; i++) {
+        snprintf(s, sizeof s, "s%d", i);
+        assert_int_equal(topt_apply_name(&c, TOPT_TRAIN, "stop", s, &err), COH_OK);
+    }
+    before = c;
+    assert_int_equal(topt_apply_name(&c, TOPT_TRAIN, "stop", "ninth", &err), COH_ERANGE);
+    assert_contains(err.msg, "--stop: more than 8 stop strings");
+    assert_memory_equal(&c, &before, sizeof c);
+
+    /* the record holds the list; it reads back, replacing (not adding to) a list */
+    cJSON *o = topt_to_json(&c);
+    const cJSON *arr = cJSON_GetObjectItem(o, "stop");
+    assert_int_equal(cJSON_GetArraySize(arr), 8);
+    assert_string_equal(cJSON_GetArrayItem(arr, 1)->valuestring, "\n\nQ:");
+    trainer_config back = trainer_config_default();
+    assert_int_equal(topt_apply_name(&back, TOPT_TRAIN, "stop", "old", &err), COH_OK);
+    assert_int_equal(topt_from_json(&back, TOPT_TRAIN, o, &err), COH_OK);
+    assert_int_equal(back.stop.n, 8);
+    assert_true(stops_equal(&back.stop, &c.stop));
+    cJSON_Delete(o);
+    o = cJSON_Parse("{\"stop\": []}");
+    assert_int_equal(topt_from_json(&back, TOPT_TRAIN, o, &err), COH_OK);
+    assert_int_equal(back.stop.n, 0);
+    cJSON_Delete(o);
+
+    /* JSON refusals name the key (and the element) */
+    expect_json_refused(TOPT_TRAIN, "{\"stop\": \"+\"}", COH_EINVAL,
+                        "\"stop\": expected an array of strings, got a string");
+    expect_json_refused(TOPT_TRAIN, "{\"stop\": [\"+\", 3]}", COH_EINVAL,
+                        "\"stop\"[1]: expected a string, got a number");
+    expect_json_refused(TOPT_TRAIN, "{\"stop\": [\"+\", \"\"]}", COH_EINVAL,
+                        "\"stop\"[1]: a stop string is empty");
+    expect_json_refused(TOPT_TRAIN, "{\"stop\": [\"ab\xC3\"]}", COH_EINVAL,
+                        "\"stop\"[0]: stop string 'ab\\xC3' is not valid UTF-8");
+    expect_json_refused(TOPT_TRAIN,
+                        "{\"stop\": [\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]}",
+                        COH_ERANGE, "\"stop\": more than 8 stop strings");
+    expect_json_refused(TOPT_LEARNER, "{\"stop\": null}", COH_EINVAL, "\"stop\"");
+
+    /* the command line: the first --stop replaces the file's list, later ones add to it */
+    char file[320];
+    snprintf(file, sizeof file, "%s/stops.json", g_tmp);
+    write_file(file, "{\"stop\": [\"a\", \"b\"], \"beta\": 0.5}");
+    own_ctx ox = {0, 1, 0};
+    int next;
+    c = trainer_config_default();
+    assert_int_equal(parse(&c, TOPT_TRAIN, &ox, &next, &err, 3, "prog", "--config", file), COH_OK);
+    assert_int_equal(c.stop.n, 2);
+    assert_string_equal(c.stop.text[1], "b");
+    c = trainer_config_default();
+    assert_int_equal(parse(&c, TOPT_LEARNER, &ox, &next, &err, 6, "prog", "--stop", "x",
+                           "--config", file, "--stop=y z"),
+                     COH_OK);
+    assert_int_equal(c.stop.n, 2);
+    assert_string_equal(c.stop.text[0], "x");
+    assert_string_equal(c.stop.text[1], "y z");
+    assert_true(c.loss.beta == 0.5f);
+    c = trainer_config_default();
+    assert_int_equal(parse(&c, TOPT_TRAIN, &ox, &next, &err, 3, "prog", "--stop", "\xFF"),
+                     COH_EINVAL);
+    assert_contains(err.msg, "--stop");
+    assert_int_equal(parse(&c, TOPT_TRAIN, &ox, &next, &err, 2, "prog", "--stop"), COH_EINVAL);
+    assert_contains(err.msg, "option '--stop' needs a value");
+}
+
 static void test_help(void **state)
 {
     (void)state;
@@ -899,6 +1010,7 @@ static void test_help(void **state)
     assert_contains(buf, "--group-size G");
     assert_contains(buf, "1..1024 [16]");
     assert_contains(buf, "(0, 1] [0.0005]");
+    assert_contains(buf, "--stop TEXT");
     free(buf);
     f = open_memstream(&buf, &len);
     topt_print_help(TOPT_LEARNER, f);
@@ -1067,6 +1179,7 @@ int main(void)
         cmocka_unit_test(test_parse_args),
         cmocka_unit_test(test_config_file_reproduces_flags),
         cmocka_unit_test(test_merge_resume),
+        cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_task_max_prompt_len),
         cmocka_unit_test(test_max_new_tokens_room),
