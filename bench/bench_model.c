@@ -5,7 +5,7 @@
  *
  * Sizes: dim 256 x 6 layers and 512 x 8 (vocabulary 98); --smollm2 adds SmolLM2-135M's shape
  * (hidden 576, 30 layers, 9 heads, 3 KV heads, MLP 1536, vocabulary 49152, tied; random
- * weights), --config FILE any config.json instead of the built-in sizes.
+ * weights) at 1 and 2 threads, --config FILE any config.json instead of the built-in sizes.
  *
  * For each model size it prints
  *   learner: tokens/s of forward + backward + AdamW over a batch, achieved GFLOP/s, ratio to
@@ -272,6 +272,7 @@ int main(int argc, char **argv)
     bench_size(256, 6, 8, 4, 16, 64, quick, peak);
     bench_size(512, 8, 8, 4, 8, 64, quick, peak);
     if (smollm2) {
+        /* the real-scale shape, at 1 and 2 threads (each next to its own sgemm peak) */
         model_config c = model_config_default(49152);
         c.dim = 576;
         c.n_layers = 30;
@@ -280,8 +281,17 @@ int main(int argc, char **argv)
         c.hidden_dim = 1536;
         c.tie_embeddings = 1;
         c.rope_theta = 100000.0f;
-        printf("\nSmolLM2-135M shape (random weights)");
-        bench_config(c, 4, 64, quick, peak);
+        for (int th = 1; th <= 2; th++) {
+            la_set_threads(th);
+            double pk = sgemm_peak(512, 512, 512), pk2 = sgemm_peak(1024, 1024, 1024);
+            if (pk2 > pk)
+                pk = pk2;
+            printf("\nSmolLM2-135M shape (random weights), %d OpenBLAS thread(s), sgemm peak "
+                   "%.1f GFLOP/s",
+                   la_blas_threads(), pk);
+            bench_config(c, 4, 64, quick, pk);
+        }
+        la_set_threads(threads);
     }
     return 0;
 }
