@@ -1,7 +1,7 @@
 /* bench_tokenizer.c - Hugging Face tokenizer encode speed (MB/s on one core) for every
  * tokenizer of the test data, next to reference rates measured in the same run.
  *
- *   bench_tokenizer [--data DIR] [--mb N] [--chunk BYTES]
+ *   bench_tokenizer [--data DIR] [--mb N] [--chunk BYTES] [--passes P] [--only NAME]
  *
  * The text (N MB, default 4) mixes the test cases' own strings (repeated), generated English
  * prose with numbers and punctuation, C-like code with indentation, and CJK text; it is cut
@@ -10,10 +10,16 @@
  *   memcpy   copying the text (what the memory system gives);
  *   regex    GPT-2's pre-tokenizer regex alone, PCRE2 with JIT, every match found (the
  *            split a byte-level tokenizer must do before any BPE);
- * and the tokenizer's rate is printed as a ratio to the regex rate. The issue's target is
- * >= 20 MB/s per core.
+ * and the tokenizer's rate is printed as a ratio to the regex rate. Every rate is the best
+ * of P passes over the whole text (default 3), timed in CPU time of this (single-threaded)
+ * process, so that other work on a shared machine disturbs the rates less, and each tokenizer's line says whether it meets the issue's
+ * target of >= 20 MB/s per core. Each tokenizer gets a fresh handle, so its word cache
+ * starts empty: the first pass fills it as real traffic would, later passes find it warm
+ * only for the words the bounded cache kept. --only NAME measures one tokenizer (the text
+ * still mixes every folder's test strings).
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
+#define TARGET_MBS 20.0
 #include <dirent.h>
 #include <getopt.h>
 #include <pcre2.h>
@@ -30,7 +36,7 @@
 static double now_s(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts); /* CPU time: the rates are per core */
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -213,9 +219,13 @@ int main(int argc, char **argv)
         snprintf(data, sizeof data, "../shared/testdata/tokenizers");
     double mb = 4;
     long chunk = 1024;
+    int passes = 3;
+    const char *only = NULL;
     const struct option opts[] = {{"data", required_argument, NULL, 'd'},
                                   {"mb", required_argument, NULL, 'm'},
                                   {"chunk", required_argument, NULL, 'c'},
+                                  {"passes", required_argument, NULL, 'p'},
+                                  {"only", required_argument, NULL, 'o'},
                                   {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -223,13 +233,17 @@ int main(int argc, char **argv)
         case 'd': snprintf(data, sizeof data, "%s", optarg); break;
         case 'm': mb = atof(optarg); break;
         case 'c': chunk = atol(optarg); break;
+        case 'p': passes = atoi(optarg); break;
+        case 'o': only = optarg; break;
         default:
-            fprintf(stderr, "usage: bench_tokenizer [--data DIR] [--mb N] [--chunk BYTES]\n");
+            fprintf(stderr, "usage: bench_tokenizer [--data DIR] [--mb N] [--chunk BYTES] "
+                            "[--passes P] [--only NAME]\n");
             return 2;
         }
     }
-    if (mb <= 0 || mb > 1024 || chunk < 16) {
-        fprintf(stderr, "bench_tokenizer: --mb must be in (0, 1024] and --chunk >= 16\n");
+    if (mb <= 0 || mb > 1024 || chunk < 16 || passes < 1 || passes > 100) {
+        fprintf(stderr, "bench_tokenizer: --mb must be in (0, 1024], --chunk >= 16 and --passes "
+                        "in [1, 100]\n");
         return 2;
     }
     DIR *d = opendir(data);
@@ -303,27 +317,36 @@ int main(int argc, char **argv)
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
     size_t words = 0;
-    t0 = now_s();
-    for (size_t i = 0; i < c.n; i++) {
-        const char *s = t.p + c.off[i];
-        size_t n = c.len[i], pos = 0;
-        while (pos < n && pcre2_match(code, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL) > 0) {
-            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-            pos = ov[1] > ov[0] ? ov[1] : ov[1] + 1;
-            words++;
+    double regex_mbs = 0;
+    for (int p = 0; p < passes; p++) {
+        words = 0;
+        t0 = now_s();
+        for (size_t i = 0; i < c.n; i++) {
+            const char *s = t.p + c.off[i];
+            size_t n = c.len[i], pos = 0;
+            while (pos < n &&
+                   pcre2_match(code, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL) > 0) {
+                PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+                pos = ov[1] > ov[0] ? ov[1] : ov[1] + 1;
+                words++;
+            }
         }
+        double r = (double)t.n / 1e6 / (now_s() - t0);
+        if (r > regex_mbs)
+            regex_mbs = r;
     }
-    double regex_mbs = (double)t.n / 1e6 / (now_s() - t0);
     pcre2_match_data_free(md);
     pcre2_code_free(code);
     printf("reference: memcpy %.0f MB/s; GPT-2 regex split alone (PCRE2 JIT) %.1f MB/s "
-           "(%zu words)\n",
-           memcpy_mbs, regex_mbs, words);
-    printf("%-14s %10s %12s %10s %14s\n", "tokenizer", "MB/s", "tokens/s", "bytes/tok",
-           "vs regex split");
+           "(%zu words); best of %d passes\n",
+           memcpy_mbs, regex_mbs, words, passes);
+    printf("%-14s %8s %12s %10s %10s %14s  %s\n", "tokenizer", "MB/s", "tokens/s", "bytes/tok",
+           "regex MB/s", "vs regex split", "target >= 20 MB/s per core");
 
     int rc = 0;
     for (int k = 0; k < nd; k++) {
+        if (only && strcmp(only, names[k]) != 0)
+            continue;
         char p[2048 + 300];
         snprintf(p, sizeof p, "%s/%s/tokenizer.json", data, names[k]);
         char *json = NULL;
@@ -339,24 +362,32 @@ int main(int argc, char **argv)
         free(json);
         size_t ntok = 0;
         int failed = 0;
-        t0 = now_s();
-        for (size_t i = 0; i < c.n && !failed; i++) {
-            int *ids = NULL;
-            size_t n = 0;
-            if (hft_encode(h, t.p + c.off[i], c.len[i], &ids, &n, &err)) {
-                fprintf(stderr, "bench_tokenizer: %s: chunk %zu: %s\n", names[k], i, err.msg);
-                failed = 1;
+        double dt = 1e30;
+        for (int pass = 0; pass < passes && !failed; pass++) {
+            ntok = 0;
+            t0 = now_s();
+            for (size_t i = 0; i < c.n && !failed; i++) {
+                int *ids = NULL;
+                size_t n = 0;
+                if (hft_encode(h, t.p + c.off[i], c.len[i], &ids, &n, &err)) {
+                    fprintf(stderr, "bench_tokenizer: %s: chunk %zu: %s\n", names[k], i,
+                            err.msg);
+                    failed = 1;
+                }
+                ntok += n;
+                free(ids);
             }
-            ntok += n;
-            free(ids);
+            double took = now_s() - t0;
+            if (took < dt)
+                dt = took;
         }
-        double dt = now_s() - t0;
         if (failed) {
             rc = 1;
         } else {
             double mbs = (double)t.n / 1e6 / dt;
-            printf("%-14s %10.1f %12.0f %10.2f %13.2fx%s\n", names[k], mbs, (double)ntok / dt,
-                   (double)t.n / (double)ntok, mbs / regex_mbs, mbs < 20 ? "  (below 20 MB/s)" : "");
+            printf("%-14s %8.1f %12.0f %10.2f %10.1f %13.2fx  %s\n", names[k], mbs,
+                   (double)ntok / dt, (double)t.n / (double)ntok, regex_mbs, mbs / regex_mbs,
+                   mbs >= TARGET_MBS ? "met" : "NOT met");
         }
         hft_destroy(h);
     }

@@ -6,24 +6,35 @@
  *      content normalized the same way) are cut out of it;
  *   3. every remaining piece goes through the pre-tokenizer steps (a flat list: nested
  *      Sequences apply each step to every word of the previous one, so flattening them
- *      changes nothing), giving words;
+ *      changes nothing), giving words. When every step only cuts (Split steps, and at most
+ *      a last ByteLevel step whose byte mapping can wait), words are offsets into the piece
+ *      and each goes through the remaining steps depth first (pre_word), nothing copied;
  *   4. every word goes through BPE: one symbol per character (byte fallback or unk for
- *      characters outside the vocabulary), then the adjacent pair of lowest merge rank,
- *      leftmost first, is merged until none is left. Words of up to BPE_SCAN_MAX symbols
- *      find that pair by a linear scan; longer ones (a whole SentencePiece text is one
- *      word) use a binary heap with lazy deletion, as the library does.
+ *      characters outside the vocabulary; one per byte, mapped by a table, after a last
+ *      ByteLevel step), then the adjacent pair of lowest merge rank, leftmost first, is
+ *      merged until none is left. Words of up to BPE_SCAN_MAX symbols find that pair by a
+ *      linear scan; longer ones use a binary heap with lazy deletion, as the library does.
+ *      A long word is first cut where no merge can join the two sides (seg_break: a whole
+ *      SentencePiece text is one word, and falls apart at its U+2581 word starts), and each
+ *      segment merged alone, which gives the same ids.
+ * Speed without changing results: a word's ids depend only on its bytes and on the step it
+ * is at, so short words (and segments) go through a bounded word cache shared by the
+ * threads using the handle (lock-free seqlock entries, see wc_get); a hit skips the
+ * remaining regex splits and BPE.
  * Decoding maps ids to token strings and runs the decoder steps over the list of strings
  * (each step's decode_chain, in order), then concatenates.
  *
  * Lookups: token strings in an open-addressing hash table; single characters of the Basic
  * Multilingual Plane in a direct table (every byte-level symbol is one); merges in a hash
- * table keyed by the pair of ids, giving rank and merged id.
+ * table of 8-byte entries keyed by the pair of ids giving the rank (the merged id is
+ * mnew[rank]): BPE probes it at random, so its size is what costs.
  */
 #include "hftok.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
 #include <pcre2.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +43,15 @@
 
 #define BPE_SCAN_MAX 48      /* words up to this many symbols merge by linear scan */
 #define CP_TABLE 0x10000     /* direct char -> id table for the BMP */
+#define SEG_MIN 24           /* words longer than this many bytes are cut into segments */
+/* the word cache (see wc_get): 64-byte entries keyed by up to WC_WORD bytes */
+#define WC_KEYW 3
+#define WC_WORD (8 * WC_KEYW) /* bytes of a cached word */
+#define WC_IDS 6              /* ids of a cached result */
+#define WC_SIZE 8192          /* entries (a power of 2): 512 KiB per handle */
+#define WC_MAXLV 255          /* pre-tokenizer levels that can be cached */
+#define CPF_START_BAD 1       /* hft.cpf bits */
+#define CPF_END_BAD 2
 #define FIELD "tokenizer.json: "
 
 /* ---- small growable buffers ---------------------------------------------------------- */
@@ -327,13 +347,16 @@ struct hft {
     uint32_t *tok_off, *tok_len; /* id -> string in pool; tok_len UINT32_MAX: no token */
     int nids;
     int32_t *cp_id; /* BMP code point -> id of the one-character token, or -1 */
-    /* merges: one 16-byte entry per slot, so that a probe touches one cache line */
+    /* merges: pair (a, b) -> rank in an open-addressing table; rank -> merged id in mnew.
+     * The table is what BPE probes most, at random, so it is kept small: one 8-byte entry
+     * per slot (a + 1, b and rank packed: MC_* below) when ids and ranks fit, else 16. */
+    uint64_t *mtab8;   /* packed entries, 0: empty */
     struct ment {
-        uint64_t key; /* UINT64_MAX: empty */
-        uint32_t rank;
-        int32_t new_id;
-    } *mtab;
+        uint64_t key;  /* UINT64_MAX: empty */
+        uint64_t rank;
+    } *mtab;           /* wide entries (only when the packed ones cannot hold the ids) */
     size_t mmask;
+    int32_t *mnew;     /* rank -> merged id */
     /* model options */
     int unk_id, fuse_unk, byte_fallback, ignore_merges;
     int byte_id[256]; /* <0xXX> token ids, -1 when missing */
@@ -354,7 +377,27 @@ struct hft {
     /* ByteLevel tables */
     char bl_enc[256][3];    /* byte -> UTF-8 of its stand-in character, NUL-terminated */
     int16_t bl_dec[0x144]; /* code point -> byte, or -1 */
+    /* encoding speed: tables derived at load time, and the word cache */
+    int32_t bl_id[256];    /* byte -> id of its ByteLevel character's token, or -1 */
+    uint32_t bl_cp[256];   /* byte -> its ByteLevel character */
+    int bl_all;            /* every bl_id is >= 0 */
+    int span_pre;          /* the pre-tokenizer steps can work on offsets (encode_piece) */
+    int bl_last;           /* ... and the last of them is a ByteLevel step */
+    uint8_t *nomerge;      /* id -> 1 when the id is in no merge */
+    /* BMP code point c -> CPF_START_BAD when some merge (a, b) has b starting with c and a
+     * not ending with c; CPF_END_BAD when some merge has a ending with c and b not starting
+     * with c (see seg_break) */
+    uint8_t *cpf;
+    uint32_t unk_f, unk_l; /* first and last code point of the unk token's string */
+    struct wcent *wc;      /* WC_SIZE entries, written by encoding threads (atomics only) */
 };
+
+typedef struct wcent {
+    _Atomic uint64_t seq;  /* odd while a writer fills the entry */
+    _Atomic uint64_t meta; /* hash (high 32 bits) | number of ids << 8 | word length */
+    _Atomic uint64_t w[WC_KEYW];      /* the word, zero-padded */
+    _Atomic uint64_t id[WC_IDS / 2];  /* the ids, two per word */
+} wcent;
 
 /* ---- vocabulary table ------------------------------------------------------------------ */
 
@@ -419,16 +462,38 @@ static int vocab_put(hft *t, const char *s, size_t n, int id)
 
 static inline uint64_t pair_key(int a, int b) { return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b; }
 
-/* Rank of merging (a, b) and the merged id, or 0 when the pair is not a merge. */
-static inline int merge_get(const hft *t, int a, int b, uint32_t *rank, int *new_id)
+/* Packed merge entries: (a + 1) << MC_A | b << MC_B | rank. */
+#define MC_A 44
+#define MC_B 24
+#define MC_IDS ((1 << 20) - 1)   /* ids below this fit */
+#define MC_RANKS (1 << 24)       /* ranks below this fit */
+
+static inline uint64_t merge_hash(uint64_t k) { return hash_u64(k); }
+
+/* The rank of merging (a, b) into *rank (the merged id is mnew[*rank]), or 0 when the pair
+ * is not a merge. */
+static inline int merge_get(const hft *t, int a, int b, uint32_t *rank)
 {
+    if (t->mtab8) {
+        uint64_t k = ((uint64_t)(uint32_t)(a + 1) << (MC_A - MC_B)) | (uint32_t)b;
+        size_t i = merge_hash(k) & t->mmask;
+        for (;;) {
+            uint64_t e = t->mtab8[i];
+            if ((e >> MC_B) == k) {
+                *rank = (uint32_t)(e & (MC_RANKS - 1));
+                return 1;
+            }
+            if (!e)
+                return 0;
+            i = (i + 1) & t->mmask;
+        }
+    }
     uint64_t k = pair_key(a, b);
-    size_t i = hash_u64(k) & t->mmask;
+    size_t i = merge_hash(k) & t->mmask;
     for (;;) {
         const struct ment *e = &t->mtab[i];
         if (e->key == k) {
-            *rank = e->rank;
-            *new_id = e->new_id;
+            *rank = (uint32_t)e->rank;
             return 1;
         }
         if (e->key == UINT64_MAX)
@@ -439,13 +504,22 @@ static inline int merge_get(const hft *t, int a, int b, uint32_t *rank, int *new
 
 static void merge_put(hft *t, int a, int b, uint32_t rank, int new_id)
 {
+    t->mnew[rank] = new_id;
+    if (t->mtab8) {
+        uint64_t k = ((uint64_t)(uint32_t)(a + 1) << (MC_A - MC_B)) | (uint32_t)b;
+        size_t i = merge_hash(k) & t->mmask;
+        while (t->mtab8[i] && (t->mtab8[i] >> MC_B) != k)
+            i = (i + 1) & t->mmask;
+        /* a later duplicate overrides the earlier rank, as in the library */
+        t->mtab8[i] = (k << MC_B) | rank;
+        return;
+    }
     uint64_t k = pair_key(a, b);
-    size_t i = hash_u64(k) & t->mmask;
+    size_t i = merge_hash(k) & t->mmask;
     while (t->mtab[i].key != UINT64_MAX && t->mtab[i].key != k)
         i = (i + 1) & t->mmask;
     t->mtab[i].key = k; /* a later duplicate overrides the earlier rank, as in the library */
     t->mtab[i].rank = rank;
-    t->mtab[i].new_id = new_id;
 }
 
 /* ---- regexes (Oniguruma flavour -> PCRE2) --------------------------------------------- */
@@ -797,17 +871,50 @@ static int merge_parts(const cJSON *m, int i, const char **a, size_t *na, const 
                     FIELD "model.merges[%d] must be a string \"a b\" or a pair [\"a\", \"b\"]", i);
 }
 
+/* The first and the last code point of s[0..n), UINT32_MAX when there is none. */
+static uint32_t first_cp(const char *s, size_t n)
+{
+    uint32_t cp;
+    return n && utf8_next((const unsigned char *)s, n, &cp) > 0 ? cp : UINT32_MAX;
+}
+
+static uint32_t last_cp(const char *s, size_t n)
+{
+    size_t i = n;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i == 0)
+        return UINT32_MAX;
+    uint32_t cp;
+    int k = utf8_next((const unsigned char *)s + i - 1, n - i + 1, &cp);
+    return k > 0 && (size_t)k == n - i + 1 ? cp : UINT32_MAX;
+}
+
 static int load_merges(hft *t, const cJSON *merges, coh_err *err)
 {
     if (!cJSON_IsArray(merges))
         return coh_fail(err, COH_EFORMAT, FIELD "model needs a \"merges\" array");
     int nm = cJSON_GetArraySize(merges);
     t->mmask = pow2_at_least((size_t)nm * 2 + 16) - 1;
-    t->mtab = malloc((t->mmask + 1) * sizeof *t->mtab);
-    if (!t->mtab)
+    t->mnew = malloc(((size_t)nm + 1) * sizeof *t->mnew);
+    if (!t->mnew)
         return coh_fail(err, COH_ENOMEM, "out of memory loading %d merges", nm);
-    for (size_t i = 0; i <= t->mmask; i++)
-        t->mtab[i].key = UINT64_MAX;
+    if (t->nids < MC_IDS && nm < MC_RANKS) {
+        t->mtab8 = calloc(t->mmask + 1, sizeof *t->mtab8);
+        if (!t->mtab8)
+            return coh_fail(err, COH_ENOMEM, "out of memory loading %d merges", nm);
+    } else {
+        t->mtab = malloc((t->mmask + 1) * sizeof *t->mtab);
+        if (!t->mtab)
+            return coh_fail(err, COH_ENOMEM, "out of memory loading %d merges", nm);
+        for (size_t i = 0; i <= t->mmask; i++)
+            t->mtab[i].key = UINT64_MAX;
+    }
+    t->nomerge = malloc((size_t)t->nids + 1);
+    t->cpf = calloc(CP_TABLE, 1);
+    if (!t->nomerge || !t->cpf)
+        return coh_fail(err, COH_ENOMEM, "out of memory loading %d merges", nm);
+    memset(t->nomerge, 1, (size_t)t->nids + 1);
     sbuf cat = {0};
     int i = 0, rc = COH_OK;
     for (const cJSON *m = merges->child; m; m = m->next, i++) {
@@ -837,6 +944,14 @@ static int load_merges(hft *t, const cJSON *merges, coh_err *err)
             break;
         }
         merge_put(t, ia, ib, (uint32_t)i, ic);
+        t->nomerge[ia] = t->nomerge[ib] = 0;
+        uint32_t l = last_cp(a, na), f = first_cp(b, nb);
+        if (l != f) {
+            if (f < CP_TABLE)
+                t->cpf[f] |= CPF_START_BAD;
+            if (l < CP_TABLE)
+                t->cpf[l] |= CPF_END_BAD;
+        }
     }
     free(cat.p);
     return rc;
@@ -888,6 +1003,8 @@ static int load_model(hft *t, const cJSON *model, const cJSON *added_arr, coh_er
         if (!cJSON_IsString(v))
             return coh_fail(err, COH_EFORMAT, FIELD "model.unk_token must be a string or null");
         t->unk_id = vocab_get(t, v->valuestring, strlen(v->valuestring));
+        t->unk_f = first_cp(v->valuestring, strlen(v->valuestring));
+        t->unk_l = last_cp(v->valuestring, strlen(v->valuestring));
         if (t->unk_id < 0)
             return coh_fail(err, COH_EFORMAT,
                             FIELD "model.unk_token \"%.64s\" is not in model.vocab",
@@ -1382,6 +1499,40 @@ static void bytelevel_tables(hft *t)
     }
 }
 
+/* What encoding derives from the loaded tokenizer: ByteLevel ids per byte, whether the
+ * pre-tokenizer can run on offsets, and the (empty) word cache. */
+static int speed_tables(hft *t, coh_err *err)
+{
+    t->bl_all = 1;
+    for (int b = 0; b < 256; b++) {
+        uint32_t cp = first_cp(t->bl_enc[b], strlen(t->bl_enc[b]));
+        t->bl_cp[b] = cp;
+        t->bl_id[b] = cp < CP_TABLE ? t->cp_id[cp] : -1;
+        if (t->bl_id[b] < 0)
+            t->bl_all = 0;
+    }
+    /* Split steps only cut; a ByteLevel step only maps, besides its own regex split, so as
+     * the last step (and without a prefix space to add) its mapping can wait for BPE */
+    t->span_pre = 1;
+    for (int k = 0; k < t->npre; k++)
+        if (t->pre[k].kind == P_BYTELEVEL && (k != t->npre - 1 || t->pre[k].prefix_space))
+            t->span_pre = 0;
+    t->bl_last = t->npre > 0 && t->pre[t->npre - 1].kind == P_BYTELEVEL;
+    t->wc = aligned_alloc(64, WC_SIZE * sizeof *t->wc);
+    if (!t->wc)
+        return coh_fail(err, COH_ENOMEM, "out of memory");
+    for (size_t i = 0; i < WC_SIZE; i++) {
+        wcent *c = &t->wc[i];
+        atomic_init(&c->seq, 0);
+        atomic_init(&c->meta, 0); /* length 0: matches no word */
+        for (int j = 0; j < WC_KEYW; j++)
+            atomic_init(&c->w[j], 0);
+        for (int j = 0; j < WC_IDS / 2; j++)
+            atomic_init(&c->id[j], 0);
+    }
+    return COH_OK;
+}
+
 /* Explain why text is not JSON: scan it (strings, nesting) up to the parser's stop to
  * name the top-level field it stopped in, and say "truncated" when the text ends inside an
  * unclosed string, object or array. */
@@ -1491,7 +1642,7 @@ int hft_create(const char *json, size_t len, hft **out, coh_err *err)
         (rc = load_pretok(t, jget(root, "pre_tokenizer"), 0, err)) ||
         (rc = load_decoder(t, jget(root, "decoder"), 0, err)) ||
         (rc = load_post(t, jget(root, "post_processor"), err)) ||
-        (rc = load_added(t, added_arr, err)))
+        (rc = load_added(t, added_arr, err)) || (rc = speed_tables(t, err)))
         goto done;
 done:
     cJSON_Delete(root);
@@ -1513,6 +1664,11 @@ void hft_destroy(hft *t)
     free(t->tok_len);
     free(t->cp_id);
     free(t->mtab);
+    free(t->mtab8);
+    free(t->mnew);
+    free(t->nomerge);
+    free(t->cpf);
+    free(t->wc);
     for (int i = 0; i < t->nadd; i++) {
         free(t->add[i].content);
         free(t->add[i].pat);
@@ -1572,19 +1728,50 @@ int hft_template_bos(const hft *t) { return t ? t->template_bos : -1; }
 
 typedef struct hnode {
     uint32_t rank;
-    int32_t pos, new_id;
+    int32_t pos, a, b; /* the pair (a, b) at symbols pos and the one after it */
 } hnode;
+
+/* A list of word spans [s, e) of one piece (the span pre-tokenizer path). */
+typedef struct wspan {
+    size_t s, e;
+} wspan;
+typedef struct splist {
+    wspan *p;
+    size_t n, cap;
+} splist;
+
+static int spl_add(splist *l, size_t s, size_t e)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        wspan *p = realloc(l->p, cap * sizeof *p);
+        if (!p)
+            return -1;
+        l->p = p;
+        l->cap = cap;
+    }
+    l->p[l->n].s = s;
+    l->p[l->n].e = e;
+    l->n++;
+    return 0;
+}
 
 /* Per-call scratch. */
 typedef struct enc {
     const hft *t;
     int *ids;
     size_t n, cap;
-    wlist wa, wb;    /* pre-tokenizer ping-pong */
-    sbuf norm;       /* normalized piece */
+    wlist wa, wb;     /* pre-tokenizer ping-pong, copying path */
+    splist *lv;       /* span path: the pieces of the current word of each level */
+    splist gt;        /* one word's pieces (copying path) */
+    sbuf norm;        /* normalized piece */
     sbuf tmp;
+    /* BPE of one word: symbols, then the segments it is cut into (see bpe_word) */
     int *sym, *prv, *nxt;
-    size_t scap;
+    size_t *seg, *segb; /* segment k starts at symbol seg[k], byte segb[k] */
+    size_t scap, nseg;
+    uint32_t plcp;      /* last code point of the previous symbol's token string */
+    int pnm;            /* the previous symbol is in no merge */
     hnode *heap;
     size_t hn, hcap;
     struct span { size_t s, e; int m; } *sp;
@@ -1593,21 +1780,30 @@ typedef struct enc {
     coh_err *err;
 } enc;
 
-static int push_id(enc *e, int id)
+static int ids_reserve(enc *e, size_t k)
 {
-    if (e->n == e->cap) {
-        size_t cap = e->cap ? e->cap * 2 : 256;
-        int *p = realloc(e->ids, cap * sizeof *p);
-        if (!p)
-            return coh_fail(e->err, COH_ENOMEM, "out of memory encoding");
-        e->ids = p;
-        e->cap = cap;
-    }
+    if (e->n + k <= e->cap)
+        return COH_OK;
+    size_t cap = e->cap ? e->cap * 2 : 256;
+    while (cap < e->n + k)
+        cap *= 2;
+    int *p = realloc(e->ids, cap * sizeof *p);
+    if (!p)
+        return coh_fail(e->err, COH_ENOMEM, "out of memory encoding");
+    e->ids = p;
+    e->cap = cap;
+    return COH_OK;
+}
+
+static inline int push_id(enc *e, int id)
+{
+    if (e->n == e->cap && ids_reserve(e, 1))
+        return COH_ENOMEM;
     e->ids[e->n++] = id;
     return COH_OK;
 }
 
-static int heap_push(enc *e, uint32_t rank, int pos, int new_id)
+static int heap_push(enc *e, uint32_t rank, int pos, int a, int b)
 {
     if (e->hn == e->hcap) {
         size_t cap = e->hcap ? e->hcap * 2 : 256;
@@ -1617,7 +1813,7 @@ static int heap_push(enc *e, uint32_t rank, int pos, int new_id)
         e->heap = h;
         e->hcap = cap;
     }
-    hnode x = {rank, pos, new_id};
+    hnode x = {rank, pos, a, b};
     size_t i = e->hn++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -1654,87 +1850,130 @@ static hnode heap_pop(enc *e)
     return top;
 }
 
-static int add_sym(enc *e, size_t *ns, int id)
+/* Room for n symbols (and segments) of one word. */
+static int sym_reserve(enc *e, size_t n)
 {
-    if (*ns == e->scap) {
-        size_t cap = e->scap ? e->scap * 2 : 256;
-        int *a = realloc(e->sym, cap * sizeof *a);
-        if (!a)
-            return -1;
-        e->sym = a;
-        int *b = realloc(e->prv, cap * sizeof *b);
-        if (!b)
-            return -1;
-        e->prv = b;
-        int *c = realloc(e->nxt, cap * sizeof *c);
-        if (!c)
-            return -1;
-        e->nxt = c;
-        e->scap = cap;
-    }
-    e->sym[(*ns)++] = id;
+    if (n <= e->scap)
+        return 0;
+    size_t cap = e->scap ? e->scap : 256;
+    while (cap < n)
+        cap *= 2;
+    int *a = realloc(e->sym, cap * sizeof *a);
+    if (!a)
+        return -1;
+    e->sym = a;
+    int *b = realloc(e->prv, cap * sizeof *b);
+    if (!b)
+        return -1;
+    e->prv = b;
+    int *c = realloc(e->nxt, cap * sizeof *c);
+    if (!c)
+        return -1;
+    e->nxt = c;
+    size_t *d = realloc(e->seg, (cap + 1) * sizeof *d);
+    if (!d)
+        return -1;
+    e->seg = d;
+    size_t *f = realloc(e->segb, (cap + 1) * sizeof *f);
+    if (!f)
+        return -1;
+    e->segb = f;
+    e->scap = cap;
     return 0;
 }
 
-/* BPE on one word. */
-static int bpe_word(enc *e, const char *w, size_t len)
+/* ---- the word cache ----------------------------------------------------------------------
+ * BPE results of short words (and of the segments of long ones), shared by every thread
+ * that uses the handle: a direct-mapped table of 64-byte entries, each a seqlock. A reader
+ * loads the sequence number, the entry and the sequence number again and uses the entry
+ * only when the number is even and unchanged; a writer claims the entry by moving the
+ * number from even to odd (skipping the store when another writer holds it) and releases
+ * it with the next even number. Every field is an atomic (relaxed loads and stores, which
+ * are plain moves on common hardware), so there is no data race in the C11 sense. A
+ * result is a pure function of the word's bytes, so a store can only ever put the same
+ * answer back: the cache changes speed, never ids. */
+
+/* The key of word w[0..len) (len <= WC_WORD) at pre-tokenizer level lv (the word goes
+ * through steps lv.. and BPE; lv = npre: BPE alone). */
+static inline void wc_key(const char *w, size_t len, int lv, uint64_t k[WC_KEYW],
+                          uint64_t *meta, size_t *slot)
+{
+    k[0] = k[1] = k[2] = 0;
+    memcpy(k, w, len);
+    uint64_t tag = (uint64_t)len | (uint64_t)lv << 16;
+    uint64_t h = (k[0] * 0x9E3779B97F4A7C15ULL) ^ (k[1] * 0xC2B2AE3D27D4EB4FULL) ^
+                 (k[2] * 0x165667B19E3779F9ULL) ^ tag;
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ULL;
+    h ^= h >> 29;
+    *slot = (size_t)h & (WC_SIZE - 1);
+    *meta = (h & 0xFFFFFFFF00000000ULL) | tag;
+}
+
+/* The cached ids of the word (count returned, ids[] filled), or -1. */
+static inline int wc_get(const hft *t, const uint64_t k[WC_KEYW], uint64_t meta, size_t slot,
+                         int ids[WC_IDS])
+{
+    wcent *c = &t->wc[slot];
+    uint64_t s1 = atomic_load_explicit(&c->seq, memory_order_acquire);
+    if (s1 & 1)
+        return -1;
+    uint64_t m = atomic_load_explicit(&c->meta, memory_order_relaxed);
+    if ((m & ~(uint64_t)0xFF00) != meta)
+        return -1;
+    uint64_t w0 = atomic_load_explicit(&c->w[0], memory_order_relaxed);
+    uint64_t w1 = atomic_load_explicit(&c->w[1], memory_order_relaxed);
+    uint64_t w2 = atomic_load_explicit(&c->w[2], memory_order_relaxed);
+    uint64_t v[WC_IDS / 2];
+    for (int i = 0; i < WC_IDS / 2; i++)
+        v[i] = atomic_load_explicit(&c->id[i], memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&c->seq, memory_order_relaxed) != s1)
+        return -1;
+    if (w0 != k[0] || w1 != k[1] || w2 != k[2])
+        return -1;
+    int n = (int)((m >> 8) & 0xFF);
+    for (int i = 0; i < n; i++)
+        ids[i] = (int)(int32_t)(uint32_t)(v[i / 2] >> (32 * (i & 1)));
+    return n;
+}
+
+static inline void wc_put(const hft *t, const uint64_t k[WC_KEYW], uint64_t meta, size_t slot,
+                          const int *ids, size_t n)
+{
+    if (n == 0 || n > WC_IDS)
+        return;
+    wcent *c = &t->wc[slot];
+    uint64_t s = atomic_load_explicit(&c->seq, memory_order_relaxed);
+    if ((s & 1) || !atomic_compare_exchange_strong_explicit(&c->seq, &s, s + 1,
+                                                            memory_order_relaxed,
+                                                            memory_order_relaxed))
+        return;
+    atomic_thread_fence(memory_order_release);
+    uint64_t v[WC_IDS / 2] = {0};
+    for (size_t i = 0; i < n; i++)
+        v[i / 2] |= (uint64_t)(uint32_t)ids[i] << (32 * (i & 1));
+    atomic_store_explicit(&c->meta, meta | ((uint64_t)n << 8), memory_order_relaxed);
+    for (int i = 0; i < WC_KEYW; i++)
+        atomic_store_explicit(&c->w[i], k[i], memory_order_relaxed);
+    for (int i = 0; i < WC_IDS / 2; i++)
+        atomic_store_explicit(&c->id[i], v[i], memory_order_relaxed);
+    atomic_store_explicit(&c->seq, s + 2, memory_order_release);
+}
+
+/* Merge the symbols sym[0..ns) of one segment (the adjacent pair of lowest rank, leftmost
+ * first, until none is left) and push the resulting ids. */
+static int bpe_merge(enc *e, int *sym, size_t ns)
 {
     const hft *t = e->t;
-    if (len == 0)
-        return COH_OK;
-    if (t->ignore_merges) {
-        int id = vocab_get(t, w, len);
-        if (id >= 0)
-            return push_id(e, id);
-    }
-    size_t ns = 0;
-    int unk_pending = 0;
-    const unsigned char *s = (const unsigned char *)w;
-    for (size_t i = 0; i < len;) {
-        uint32_t cp;
-        int k = utf8_next(s + i, len - i, &cp);
-        if (k <= 0) /* cannot happen: input is validated and pieces are cut at characters */
-            return coh_fail(e->err, COH_EINVAL, "internal error: a word is not valid UTF-8");
-        int id = cp < CP_TABLE ? t->cp_id[cp] : vocab_get(t, w + i, (size_t)k);
-        if (id >= 0) {
-            if (unk_pending && add_sym(e, &ns, t->unk_id))
-                goto oom;
-            unk_pending = 0;
-            if (add_sym(e, &ns, id))
-                goto oom;
-        } else {
-            int done = 0;
-            if (t->byte_fallback) {
-                int all = 1;
-                for (int j = 0; j < k; j++)
-                    if (t->byte_id[s[i + (size_t)j]] < 0)
-                        all = 0;
-                if (all) {
-                    for (int j = 0; j < k; j++)
-                        if (add_sym(e, &ns, t->byte_id[s[i + (size_t)j]]))
-                            goto oom;
-                    done = 1;
-                }
-            }
-            if (!done && t->unk_id >= 0) {
-                if (unk_pending && !t->fuse_unk && add_sym(e, &ns, t->unk_id))
-                    goto oom;
-                unk_pending = 1;
-            }
-        }
-        i += (size_t)k;
-    }
-    if (unk_pending && add_sym(e, &ns, t->unk_id))
-        goto oom;
-    int *sym = e->sym;
+    if (ids_reserve(e, ns))
+        return COH_ENOMEM;
     if (ns <= BPE_SCAN_MAX) {
         /* linear scan: merge the lowest-rank pair, leftmost first, and compact the array;
-         * rk[i] / nw[i] cache the rank and result of pair (i, i + 1), recomputed only next
-         * to a merge */
+         * rk[i] caches the rank of pair (i, i + 1), recomputed only next to a merge */
         uint32_t *rk = (uint32_t *)e->prv;
-        int *nw = e->nxt;
         for (size_t i = 0; i + 1 < ns; i++)
-            if (!merge_get(t, sym[i], sym[i + 1], &rk[i], &nw[i]))
+            if (!merge_get(t, sym[i], sym[i + 1], &rk[i]))
                 rk[i] = UINT32_MAX;
         while (ns > 1) {
             uint32_t best = UINT32_MAX;
@@ -1746,25 +1985,23 @@ static int bpe_word(enc *e, const char *w, size_t len)
                 }
             if (best == UINT32_MAX)
                 break;
-            sym[at] = nw[at];
+            sym[at] = t->mnew[best];
             size_t tail = ns - at - 2; /* symbols after the merged pair */
             memmove(sym + at + 1, sym + at + 2, tail * sizeof *sym);
-            if (tail > 1) {
+            if (tail > 1)
                 memmove(rk + at + 1, rk + at + 2, (tail - 1) * sizeof *rk);
-                memmove(nw + at + 1, nw + at + 2, (tail - 1) * sizeof *nw);
-            }
             ns--;
-            if (at + 1 < ns && !merge_get(t, sym[at], sym[at + 1], &rk[at], &nw[at]))
+            if (at + 1 < ns && !merge_get(t, sym[at], sym[at + 1], &rk[at]))
                 rk[at] = UINT32_MAX;
-            if (at > 0 && !merge_get(t, sym[at - 1], sym[at], &rk[at - 1], &nw[at - 1]))
+            if (at > 0 && !merge_get(t, sym[at - 1], sym[at], &rk[at - 1]))
                 rk[at - 1] = UINT32_MAX;
         }
-        for (size_t i = 0; i < ns; i++)
-            if (push_id(e, sym[i]))
-                return COH_ENOMEM;
+        memcpy(e->ids + e->n, sym, ns * sizeof *sym);
+        e->n += ns;
         return COH_OK;
     }
-    /* heap of candidate merges (rank, position), stale entries skipped when popped */
+    /* heap of candidate merges (rank, position, the pair's ids); an entry whose pair is no
+     * longer at its position (one side merged meanwhile) is skipped when popped */
     int *prv = e->prv, *nxt = e->nxt;
     e->hn = 0;
     for (size_t i = 0; i < ns; i++) {
@@ -1773,35 +2010,226 @@ static int bpe_word(enc *e, const char *w, size_t len)
     }
     for (size_t i = 0; i + 1 < ns; i++) {
         uint32_t r;
-        int nid;
-        if (merge_get(t, sym[i], sym[i + 1], &r, &nid) && heap_push(e, r, (int)i, nid))
+        if (merge_get(t, sym[i], sym[i + 1], &r) && heap_push(e, r, (int)i, sym[i], sym[i + 1]))
             goto oom;
     }
     while (e->hn) {
         hnode h = heap_pop(e);
-        int p = h.pos;
-        if (sym[p] < 0 || nxt[p] < 0)
+        int p = h.pos, q = nxt[p];
+        if (q < 0 || sym[p] != h.a || sym[q] != h.b)
             continue;
-        int q = nxt[p];
-        uint32_t r;
-        int nid;
-        if (!merge_get(t, sym[p], sym[q], &r, &nid) || nid != h.new_id)
-            continue;
-        sym[p] = nid;
+        sym[p] = t->mnew[h.rank];
         sym[q] = -1;
         nxt[p] = nxt[q];
         if (nxt[q] >= 0)
             prv[nxt[q]] = p;
-        if (prv[p] >= 0 && merge_get(t, sym[prv[p]], sym[p], &r, &nid) &&
-            heap_push(e, r, prv[p], nid))
+        uint32_t r;
+        if (prv[p] >= 0 && merge_get(t, sym[prv[p]], sym[p], &r) &&
+            heap_push(e, r, prv[p], sym[prv[p]], sym[p]))
             goto oom;
-        if (nxt[p] >= 0 && merge_get(t, sym[p], sym[nxt[p]], &r, &nid) &&
-            heap_push(e, r, p, nid))
+        if (nxt[p] >= 0 && merge_get(t, sym[p], sym[nxt[p]], &r) &&
+            heap_push(e, r, p, sym[p], sym[nxt[p]]))
             goto oom;
     }
     for (int i = 0; i >= 0; i = nxt[i])
-        if (push_id(e, sym[i]))
-            return COH_ENOMEM;
+        e->ids[e->n++] = sym[i];
+    return COH_OK;
+oom:
+    return coh_fail(e->err, COH_ENOMEM, "out of memory encoding");
+}
+
+/* Whether no merge can join a symbol whose token string ends with code point l (in no merge
+ * when pnm) to one that starts with code point f (in no merge when nm): then BPE of the
+ * word is BPE of the two sides, one after the other (see hft.cpf). */
+static inline int seg_break(const hft *t, uint32_t l, int pnm, uint32_t f, int nm)
+{
+    if (pnm || nm)
+        return 1;
+    if (f == l)
+        return 0;
+    return (f < CP_TABLE && !(t->cpf[f] & CPF_START_BAD)) ||
+           (l < CP_TABLE && !(t->cpf[l] & CPF_END_BAD));
+}
+
+/* Append symbol id (token string from code point f to code point l) that starts at byte at
+ * of the word; when seg, start a new segment before it where seg_break allows. */
+static inline void sym_add(enc *e, size_t *ns, int id, uint32_t f, uint32_t l, size_t at,
+                           int seg)
+{
+    size_t i = (*ns)++;
+    e->sym[i] = id;
+    if (seg) {
+        const hft *t = e->t;
+        int nm = t->nomerge[id];
+        if (i == 0 || seg_break(t, e->plcp, e->pnm, f, nm)) {
+            e->seg[e->nseg] = i;
+            e->segb[e->nseg] = at;
+            e->nseg++;
+        }
+        e->plcp = l;
+        e->pnm = nm;
+    }
+}
+
+/* BPE on one word: w[0..len) are the word's characters, or its raw bytes when bl (a last
+ * ByteLevel step maps each byte to its character's token, bl_id).
+ *
+ * Short words are looked up in the word cache first. Long words are cut into segments at
+ * the symbol boundaries no merge can cross (seg_break: a SentencePiece text is one word,
+ * and its merges never join a symbol to a following one that starts with U+2581 "▁", so
+ * it falls apart into its space-separated words); each segment is merged on its own,
+ * which gives the same ids (a merge inside one segment never depends on another), and
+ * short segments go through the cache as words do. */
+static int bpe_word(enc *e, const char *w, size_t len, int bl, int nocache)
+{
+    const hft *t = e->t;
+    if (len == 0)
+        return COH_OK;
+    uint64_t key[WC_KEYW], meta = 0;
+    size_t slot = 0;
+    int lv = t->npre; /* the cache level of BPE alone */
+    int cached = !nocache && len <= WC_WORD && lv <= WC_MAXLV;
+    if (cached) {
+        int got[WC_IDS];
+        wc_key(w, len, lv, key, &meta, &slot);
+        int k = wc_get(t, key, meta, slot, got);
+        if (k > 0) {
+            if (ids_reserve(e, (size_t)k))
+                return COH_ENOMEM;
+            for (int i = 0; i < k; i++)
+                e->ids[e->n++] = got[i];
+            return COH_OK;
+        }
+    }
+    const unsigned char *s = (const unsigned char *)w;
+    size_t n0 = e->n;
+    if (bl && !t->bl_all) {
+        /* a byte whose character has no token: map the word and take the general path
+         * (segments then are not cached: their bytes are mapped ones, not raw) */
+        sbuf *b = &e->tmp;
+        b->n = 0;
+        for (size_t i = 0; i < len; i++)
+            if (sb_adds(b, t->bl_enc[s[i]]))
+                return coh_fail(e->err, COH_ENOMEM, "out of memory encoding");
+        w = b->p;
+        s = (const unsigned char *)w;
+        len = b->n;
+        bl = -1;
+    }
+    if (t->ignore_merges) {
+        const char *m = w;
+        size_t mn = len;
+        if (bl > 0) {
+            sbuf *b = &e->tmp;
+            b->n = 0;
+            for (size_t i = 0; i < len; i++)
+                if (sb_adds(b, t->bl_enc[s[i]]))
+                    return coh_fail(e->err, COH_ENOMEM, "out of memory encoding");
+            m = b->p;
+            mn = b->n;
+        }
+        int id = vocab_get(t, m, mn);
+        if (id >= 0) {
+            if (cached)
+                wc_put(t, key, meta, slot, &id, 1);
+            return push_id(e, id);
+        }
+    }
+    if (sym_reserve(e, len + 1))
+        goto oom;
+    int seg = len > SEG_MIN;
+    e->nseg = 0;
+    size_t ns = 0;
+    if (bl > 0) {
+        for (size_t i = 0; i < len; i++)
+            sym_add(e, &ns, t->bl_id[s[i]], t->bl_cp[s[i]], t->bl_cp[s[i]], i, seg);
+    } else {
+        int unk_pending = 0, reorder = 0;
+        size_t unk_at = 0;
+        for (size_t i = 0; i < len;) {
+            uint32_t cp;
+            int k = utf8_next(s + i, len - i, &cp);
+            if (k <= 0) /* cannot happen: input is validated and pieces are cut at characters */
+                return coh_fail(e->err, COH_EINVAL, "internal error: a word is not valid UTF-8");
+            int id = cp < CP_TABLE ? t->cp_id[cp] : vocab_get(t, w + i, (size_t)k);
+            if (id >= 0) {
+                if (unk_pending)
+                    sym_add(e, &ns, t->unk_id, t->unk_f, t->unk_l, unk_at, seg);
+                unk_pending = 0;
+                sym_add(e, &ns, id, cp, cp, i, seg);
+            } else {
+                int done = 0;
+                if (t->byte_fallback) {
+                    int all = 1;
+                    for (int j = 0; j < k; j++)
+                        if (t->byte_id[s[i + (size_t)j]] < 0)
+                            all = 0;
+                    if (all) {
+                        /* as the library does, a pending unk stays pending (it lands after
+                         * these bytes): symbols then are out of byte order, no segments */
+                        if (unk_pending)
+                            reorder = 1;
+                        for (int j = 0; j < k; j++)
+                            sym_add(e, &ns, t->byte_id[s[i + (size_t)j]], '<', '>',
+                                    i + (size_t)j, seg);
+                        done = 1;
+                    }
+                }
+                if (!done && t->unk_id >= 0) {
+                    if (unk_pending && !t->fuse_unk)
+                        sym_add(e, &ns, t->unk_id, t->unk_f, t->unk_l, unk_at, seg);
+                    if (!unk_pending || !t->fuse_unk)
+                        unk_at = i;
+                    unk_pending = 1;
+                }
+            }
+            i += (size_t)k;
+        }
+        if (unk_pending)
+            sym_add(e, &ns, t->unk_id, t->unk_f, t->unk_l, unk_at, seg);
+        if (reorder)
+            e->nseg = 0;
+    }
+    if (ns == 0)
+        return COH_OK;
+    if (!seg || e->nseg <= 1) {
+        int rc = bpe_merge(e, e->sym, ns);
+        if (rc == COH_OK && cached)
+            wc_put(t, key, meta, slot, e->ids + n0, e->n - n0);
+        return rc;
+    }
+    /* segments: [seg[k], seg[k + 1]) symbols, [segb[k], segb[k + 1]) bytes */
+    e->seg[e->nseg] = ns;
+    e->segb[e->nseg] = len;
+    int cache_seg = !t->ignore_merges && bl >= 0 && lv <= WC_MAXLV;
+    for (size_t k = 0; k < e->nseg; k++) {
+        size_t a = e->seg[k], z = e->seg[k + 1];
+        size_t ba = e->segb[k], bz = e->segb[k + 1];
+        if (z - a == 1) {
+            if (push_id(e, e->sym[a]))
+                return COH_ENOMEM;
+            continue;
+        }
+        int c = cache_seg && bz - ba <= WC_WORD;
+        if (c) {
+            int got[WC_IDS];
+            wc_key(w + ba, bz - ba, lv, key, &meta, &slot);
+            int g = wc_get(t, key, meta, slot, got);
+            if (g > 0) {
+                if (ids_reserve(e, (size_t)g))
+                    return COH_ENOMEM;
+                for (int i = 0; i < g; i++)
+                    e->ids[e->n++] = got[i];
+                continue;
+            }
+        }
+        size_t m0 = e->n;
+        int rc = bpe_merge(e, e->sym + a, z - a);
+        if (rc)
+            return rc;
+        if (c)
+            wc_put(t, key, meta, slot, e->ids + m0, e->n - m0);
+    }
     return COH_OK;
 oom:
     return coh_fail(e->err, COH_ENOMEM, "out of memory encoding");
@@ -1826,13 +2254,14 @@ static int add_span(enc *e, size_t s, size_t en, int m)
 
 /* All matches of re in s[0..n) with the gaps between them, as the library's find_matches
  * (an empty match right after the previous match is skipped; after an empty match the
- * search moves one character on). */
+ * search moves one character on). The search stops at n: an empty match there could only
+ * add an empty span at the end, which no split behavior turns into a piece. */
 static int find_spans(enc *e, const regex *re, const char *s, size_t n)
 {
     e->nsp = 0;
     size_t pos = 0, prev = 0;
     long last_end = -1;
-    while (pos <= n) {
+    while (pos < n) {
         size_t ms, me;
         int rc = regex_find(re, &e->m, s, n, pos, &ms, &me, e->err);
         if (rc < 0)
@@ -1863,9 +2292,16 @@ oom:
     return coh_fail(e->err, COH_ENOMEM, "out of memory encoding");
 }
 
-/* Split one word by a Split step, appending the pieces to out. */
-static int split_word(enc *e, const pre_step *ps, const char *s, size_t n, wlist *out)
+/* Split one word s[0..n) by a Split step, appending its pieces (offsets plus base) to out. */
+static int split_spans(enc *e, const pre_step *ps, const char *s, size_t n, size_t base,
+                       splist *out)
 {
+    /* every behavior but Removed cuts a word into pieces that cover it: one character stays
+     * as it is, whatever the regex says */
+    if (ps->behavior != SB_REMOVED && (size_t)utf8_len((unsigned char)s[0]) == n)
+        return spl_add(out, base, base + n) ? coh_fail(e->err, COH_ENOMEM, "out of memory "
+                                                       "encoding")
+                                            : COH_OK;
     int rc = find_spans(e, &ps->re, s, n);
     if (rc)
         return rc;
@@ -1929,7 +2365,20 @@ static int split_word(enc *e, const pre_step *ps, const char *s, size_t n, wlist
     }
     }
     for (size_t i = 0; i < w; i++)
-        if (sp[i].e > sp[i].s && wl_add(out, s + sp[i].s, sp[i].e - sp[i].s))
+        if (sp[i].e > sp[i].s && spl_add(out, base + sp[i].s, base + sp[i].e))
+            return coh_fail(e->err, COH_ENOMEM, "out of memory encoding");
+    return COH_OK;
+}
+
+/* Split one word by a Split step, appending the pieces (copied) to out. */
+static int split_word(enc *e, const pre_step *ps, const char *s, size_t n, wlist *out)
+{
+    e->gt.n = 0;
+    int rc = split_spans(e, ps, s, n, 0, &e->gt);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < e->gt.n; i++)
+        if (wl_add(out, s + e->gt.p[i].s, e->gt.p[i].e - e->gt.p[i].s))
             return coh_fail(e->err, COH_ENOMEM, "out of memory encoding");
     return COH_OK;
 }
@@ -1981,6 +2430,72 @@ oom:
     return coh_fail(e->err, COH_ENOMEM, "out of memory encoding");
 }
 
+/* The span path of the pre-tokenizer (span_pre): the word s[a..z) of level k (the pieces
+ * step k gets; k = 0: the whole normalized piece) through steps k.. and BPE, depth first so
+ * that ids come out in order. Every step cuts words into pieces of the piece, so words
+ * are offsets (nothing is copied); a last ByteLevel step's mapping is left to bpe_word
+ * (bl_id). The result of a word depends on its bytes and level alone, so the first level
+ * at which a word is short enough goes through the word cache: a hit skips the remaining
+ * regex splits as well as BPE (looked: an ancestor of this word was looked up already,
+ * and its entry covers this one). */
+static int pre_word(enc *e, const char *s, size_t a, size_t z, int k, int looked)
+{
+    const hft *t = e->t;
+    uint64_t key[WC_KEYW], meta = 0;
+    size_t slot = 0;
+    int cached = 0;
+    size_t n0 = e->n;
+    for (;;) {
+        while (k < t->npre && t->pre[k].kind == P_BYTELEVEL && !t->pre[k].re.code)
+            k++; /* the mapping alone: pieces unchanged */
+        if (k == t->npre)
+            break;
+        if (!looked && z - a <= WC_WORD && k <= WC_MAXLV) {
+            int got[WC_IDS];
+            wc_key(s + a, z - a, k, key, &meta, &slot);
+            int g = wc_get(t, key, meta, slot, got);
+            if (g > 0) {
+                if (ids_reserve(e, (size_t)g))
+                    return COH_ENOMEM;
+                for (int i = 0; i < g; i++)
+                    e->ids[e->n++] = got[i];
+                return COH_OK;
+            }
+            looked = cached = 1;
+        }
+        const pre_step *ps = &t->pre[k];
+        splist *out = &e->lv[k];
+        out->n = 0;
+        int rc;
+        if (ps->kind == P_SPLIT) {
+            rc = split_spans(e, ps, s + a, z - a, a, out);
+        } else {
+            rc = find_spans(e, &ps->re, s + a, z - a);
+            for (size_t j = 0; rc == COH_OK && j < e->nsp; j++)
+                if (e->sp[j].e > e->sp[j].s && spl_add(out, a + e->sp[j].s, a + e->sp[j].e))
+                    rc = coh_fail(e->err, COH_ENOMEM, "out of memory encoding");
+        }
+        if (rc)
+            return rc;
+        k++;
+        if (out->n == 1 && out->p[0].s == a && out->p[0].e == z)
+            continue; /* the step left the word as it was */
+        for (size_t i = 0; i < out->n; i++)
+            if ((rc = pre_word(e, s, out->p[i].s, out->p[i].e, k, looked)))
+                return rc;
+        goto done;
+    }
+    {
+        int rc = bpe_word(e, s + a, z - a, t->bl_last, looked);
+        if (rc)
+            return rc;
+    }
+done:
+    if (cached)
+        wc_put(t, key, meta, slot, e->ids + n0, e->n - n0);
+    return COH_OK;
+}
+
 /* Pre-tokenize and BPE one normalized piece. */
 static int encode_piece(enc *e, const char *s, size_t n)
 {
@@ -1988,7 +2503,9 @@ static int encode_piece(enc *e, const char *s, size_t n)
     if (n == 0)
         return COH_OK;
     if (t->npre == 0)
-        return bpe_word(e, s, n);
+        return bpe_word(e, s, n, 0, 0);
+    if (t->span_pre)
+        return pre_word(e, s, 0, n, 0, 0);
     wlist *in = &e->wa, *out = &e->wb;
     wl_clear(in);
     if (wl_add(in, s, n))
@@ -2008,7 +2525,7 @@ static int encode_piece(enc *e, const char *s, size_t n)
         out = x;
     }
     for (size_t i = 0; i < in->n; i++) {
-        int rc = bpe_word(e, in->buf.p + in->off[i], in->len[i]);
+        int rc = bpe_word(e, in->buf.p + in->off[i], in->len[i], 0, 0);
         if (rc)
             return rc;
     }
@@ -2202,6 +2719,14 @@ int hft_encode(const hft *t, const char *text, size_t len, int **ids, size_t *n,
     const unsigned char *u = (const unsigned char *)text;
     for (size_t i = 0; i < len;) {
         uint32_t cp;
+        if (i + 8 <= len) {
+            uint64_t v;
+            memcpy(&v, u + i, 8);
+            if (!(v & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
         if (u[i] < 0x80) {
             i++;
             continue;
@@ -2218,15 +2743,26 @@ int hft_encode(const hft *t, const char *text, size_t len, int **ids, size_t *n,
     e.m.md = pcre2_match_data_create(1, NULL);
     if (!e.m.md)
         return coh_fail(err, COH_ENOMEM, "out of memory encoding");
-    int rc = len ? split_added(&e, &t->raw_set, text, len, raw_piece) : COH_OK;
+    int rc = len ? ids_reserve(&e, len / 4 + 16) : COH_OK;
+    if (rc == COH_OK && len && t->span_pre && t->npre > 0 &&
+        !(e.lv = calloc((size_t)t->npre, sizeof *e.lv)))
+        rc = coh_fail(err, COH_ENOMEM, "out of memory encoding");
+    if (rc == COH_OK && len)
+        rc = split_added(&e, &t->raw_set, text, len, raw_piece);
     pcre2_match_data_free(e.m.md);
     wl_free(&e.wa);
     wl_free(&e.wb);
+    for (int k = 0; e.lv && k < t->npre; k++)
+        free(e.lv[k].p);
+    free(e.lv);
+    free(e.gt.p);
     free(e.norm.p);
     free(e.tmp.p);
     free(e.sym);
     free(e.prv);
     free(e.nxt);
+    free(e.seg);
+    free(e.segb);
     free(e.heap);
     free(e.sp);
     if (rc != COH_OK) {

@@ -21,7 +21,11 @@
  *                  Fuse, Strip, Sequence.
  *
  * Encoding never adds special tokens around the text. All functions take a const handle and
- * keep no per-call state in it: one hft may be used by several threads at once.
+ * keep no per-call state in it: one hft may be used by several threads at once. The one
+ * thing encoding writes into a handle is its bounded word cache (ids of short words, 512 KiB
+ * per handle), shared by those threads without locks: every entry is a seqlock of C11
+ * atomics, a reader uses an entry only when no writer touched it meanwhile, and an entry
+ * only ever holds the ids the word encodes to, so the cache changes speed, never results.
  */
 #ifndef COHORT_HFTOK_H
 #define COHORT_HFTOK_H

@@ -14,6 +14,7 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,189 @@ static void test_golden_folder(void **state)
     assert_int_equal(nbad, 0);
 }
 
+/* ---- one handle, two threads ------------------------------------------------------------ */
+
+/* A long text for a folder: its case strings that encode (some cases are about refusals),
+ * then generated prose, code, CJK and long runs, repeated; cut into chunks at line ends. */
+typedef struct mt_text {
+    char *p;
+    size_t n, cap;
+    size_t *off, *len; /* chunks */
+    size_t nc;
+    int *ref;          /* single-thread ids of every chunk, one after the other */
+    size_t *ref_at;    /* chunk i's ids start at ref[ref_at[i]], end at ref_at[i + 1] */
+    int *whole;        /* single-thread ids of the whole text in one call */
+    size_t nwhole;
+} mt_text;
+
+static void mt_add(mt_text *t, const char *s, size_t n)
+{
+    if (t->n + n + 1 > t->cap) {
+        while (t->n + n + 1 > t->cap)
+            t->cap = t->cap ? t->cap * 2 : 1 << 16;
+        t->p = realloc(t->p, t->cap);
+        assert_non_null(t->p);
+    }
+    memcpy(t->p + t->n, s, n);
+    t->n += n;
+    t->p[t->n] = '\0';
+}
+
+static void mt_build(mt_text *t, const hft *h, const char *dir)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/cases.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        cJSON *c = cJSON_Parse(line);
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(c, "text");
+        if (cJSON_IsString(text)) {
+            int *ids = NULL;
+            size_t n = 0;
+            coh_err err;
+            if (hft_encode(h, text->valuestring, strlen(text->valuestring), &ids, &n, &err) ==
+                COH_OK) {
+                mt_add(t, text->valuestring, strlen(text->valuestring));
+                mt_add(t, "\n", 1);
+            }
+            free(ids);
+        }
+        cJSON_Delete(c);
+    }
+    free(line);
+    fclose(f);
+    static const char *const parts[] = {
+        "The policy gradient of the reward, however, isn't what we'll use: it's 12345 steps. ",
+        "for (int i = 0; i < n; i++) {\n    sum += x[i] * w[i];\n}\n",
+        "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe6\x96\x87\xe7\xab\xa0"
+        "\xe4\xb8\xad\xe6\x96\x87\xe5\xad\x97\xe7\xac\xa6\xe3\x80\x82",
+        "    \t  \n\n   ", "na\xc3\xafve caf\xc3\xa9 \xe2\x96\x81\xe2\x96\x81x 3.14159 ",
+        "\xf0\x9f\x98\x80\xf0\x9f\x8e\x89 emoji ", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa ",
+        "\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4 \xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5"
+        "\xd1\x82 ",
+    };
+    unsigned r = 12345;
+    while (t->n < 96 * 1024) {
+        r = r * 1103515245u + 12345u;
+        const char *s = parts[(r >> 16) % (sizeof parts / sizeof parts[0])];
+        mt_add(t, s, strlen(s));
+        if ((r >> 8) % 7 == 0)
+            mt_add(t, "\n", 1);
+    }
+    /* chunks of about 700 bytes, cut after a line end (every piece stays valid UTF-8) */
+    t->off = calloc(t->n / 64 + 2, sizeof *t->off);
+    t->len = calloc(t->n / 64 + 2, sizeof *t->len);
+    assert_true(t->off && t->len);
+    size_t at = 0;
+    while (at < t->n) {
+        size_t end = at + 700 < t->n ? at + 700 : t->n;
+        const char *nl = end < t->n ? memchr(t->p + end, '\n', t->n - end) : NULL;
+        size_t stop = nl ? (size_t)(nl - t->p) + 1 : t->n;
+        t->off[t->nc] = at;
+        t->len[t->nc] = stop - at;
+        t->nc++;
+        at = stop;
+    }
+}
+
+typedef struct mt_arg {
+    const hft *h;
+    const mt_text *t;
+    pthread_barrier_t *go;
+    int backwards;
+    int bad, failed; /* chunks with other ids; calls that failed */
+} mt_arg;
+
+static void *mt_run(void *p)
+{
+    mt_arg *a = p;
+    const mt_text *t = a->t;
+    pthread_barrier_wait(a->go);
+    for (int round = 0; round < 2; round++) {
+        for (size_t j = 0; j < t->nc; j++) {
+            size_t i = a->backwards ? t->nc - 1 - j : j;
+            int *ids = NULL;
+            size_t n = 0;
+            coh_err err;
+            if (hft_encode(a->h, t->p + t->off[i], t->len[i], &ids, &n, &err) != COH_OK) {
+                a->failed++;
+                continue;
+            }
+            size_t want = t->ref_at[i + 1] - t->ref_at[i];
+            if (n != want || (n && memcmp(ids, t->ref + t->ref_at[i], n * sizeof *ids)))
+                a->bad++;
+            free(ids);
+        }
+        int *ids = NULL;
+        size_t n = 0;
+        coh_err err;
+        if (hft_encode(a->h, t->p, t->n, &ids, &n, &err) != COH_OK)
+            a->failed++;
+        else if (n != t->nwhole || memcmp(ids, t->whole, n * sizeof *ids))
+            a->bad++;
+        free(ids);
+    }
+    return NULL;
+}
+
+/* Two threads encode the same long text with one handle at once (its word cache filling
+ * and being read by both) and must get exactly what one thread gets with a handle of its
+ * own; run under ASan (and TSan) builds too. */
+static void test_threads_folder(void **state)
+{
+    const char *dir = *state;
+    hft *single = load_hft(dir);
+    mt_text t = {0};
+    mt_build(&t, single, dir);
+    t.ref_at = calloc(t.nc + 1, sizeof *t.ref_at);
+    assert_non_null(t.ref_at);
+    size_t cap = 0;
+    for (size_t i = 0; i < t.nc; i++) {
+        int *ids = NULL;
+        size_t n = 0;
+        coh_err err;
+        assert_int_equal(hft_encode(single, t.p + t.off[i], t.len[i], &ids, &n, &err), COH_OK);
+        if (t.ref_at[i] + n > cap) {
+            cap = (t.ref_at[i] + n) * 2;
+            t.ref = realloc(t.ref, cap * sizeof *t.ref);
+            assert_non_null(t.ref);
+        }
+        if (n)
+            memcpy(t.ref + t.ref_at[i], ids, n * sizeof *ids);
+        t.ref_at[i + 1] = t.ref_at[i] + n;
+        free(ids);
+    }
+    coh_err err;
+    assert_int_equal(hft_encode(single, t.p, t.n, &t.whole, &t.nwhole, &err), COH_OK);
+    hft_destroy(single);
+
+    hft *shared = load_hft(dir); /* a fresh handle: its cache starts empty */
+    pthread_barrier_t go;
+    assert_int_equal(pthread_barrier_init(&go, NULL, 2), 0);
+    mt_arg args[2] = {{shared, &t, &go, 0, 0, 0}, {shared, &t, &go, 1, 0, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, mt_run, &args[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+    print_message("%s: %zu bytes in %zu chunks, %zu ids; thread mismatches %d + %d\n", dir, t.n,
+                  t.nc, t.ref_at[t.nc], args[0].bad, args[1].bad);
+    assert_int_equal(args[0].failed + args[1].failed, 0);
+    assert_int_equal(args[0].bad, 0);
+    assert_int_equal(args[1].bad, 0);
+    hft_destroy(shared);
+    free(t.p);
+    free(t.off);
+    free(t.len);
+    free(t.ref);
+    free(t.ref_at);
+    free(t.whole);
+}
+
 /* tok_load_dir on the same folder: the Hugging Face kind, BOS/EOS and add_bos_token as
  * tokenizer_config.json says, encode through the tokenizer interface, verbatim save. */
 static void test_folder_interface(void **state)
@@ -363,6 +547,43 @@ static void test_unknown_chars(void **state)
     t = create_ok(BPE_HEAD "\"ignore_merges\": true, \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2},"
                            " \"merges\": []}}");
     expect_ids(t, "ab", (int[]){2}, 1);
+    hft_destroy(t);
+}
+
+/* A SentencePiece-style text is one long word: the encoder merges it segment by segment,
+ * cut where no merge can join the two sides (before a U+2581 no merge puts second), and
+ * short segments go through the word cache. Cuts must not change ids: where a merge does
+ * join across a U+2581 there is no cut, and unknown / byte-fallback characters keep the
+ * library's order. */
+#define SP_HEAD "{\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [" \
+    "{\"type\": \"Prepend\", \"prepend\": \"\\u2581\"}, {\"type\": \"Replace\", " \
+    "\"pattern\": {\"String\": \" \"}, \"content\": \"\\u2581\"}]}, " \
+    "\"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": true, " \
+    "\"byte_fallback\": true, \"vocab\": {\"<unk>\": 0, \"<0x0A>\": 1, \"\\u2581\": 2, " \
+    "\"a\": 3, \"b\": 4, \"\\u2581a\": 5, \"ab\": 6, \"\\u2581ab\": 7, \"c\": 8, " \
+    "\"bc\": 9, \"b\\u2581\": 10, \"<0x7A>\": 11}, "
+
+static void test_long_word_segments(void **state)
+{
+    (void)state;
+    hft *t = create_ok(SP_HEAD "\"merges\": [\"\\u2581 a\", \"a b\", \"\\u2581a b\", "
+                               "\"b c\"]}}");
+    expect_ids(t, "ab", (int[]){7}, 1); /* short: whole word, cached */
+    expect_ids(t, "ab ab ab ab ab ab ab ab ab ab", (int[]){7, 7, 7, 7, 7, 7, 7, 7, 7, 7}, 10);
+    expect_ids(t, "ab ab ab ab ab ab ab ab ab ab", (int[]){7, 7, 7, 7, 7, 7, 7, 7, 7, 7}, 10);
+    /* 'z' falls back to its byte; 'é' has no byte tokens: one unk for a run (fused) */
+    expect_ids(t, "ab ab \xc3\xa9\xc3\xa9 ab ab abc ab ab",
+               (int[]){7, 7, 2, 0, 7, 7, 7, 8, 7, 7}, 10);
+    /* a pending unk lands after the bytes of a following byte-fallback character, as in
+     * the library */
+    expect_ids(t, "ab ab ab \xc3\xa9z ab ab ab", (int[]){7, 7, 7, 2, 11, 0, 7, 7, 7}, 9);
+    expect_ids(t, "ab ab ab ab ab ab ab\nab ab", (int[]){7, 7, 7, 7, 7, 7, 7, 1, 6, 7}, 10);
+    hft_destroy(t);
+    /* "b \u2581" merges first: no cut before a U+2581 that follows a 'b' */
+    t = create_ok(SP_HEAD "\"merges\": [\"b \\u2581\", \"\\u2581 a\", \"a b\", "
+                          "\"\\u2581a b\"]}}");
+    expect_ids(t, "ab ab ab ab ab ab", (int[]){5, 10, 3, 10, 3, 10, 3, 10, 3, 10, 6}, 11);
+    expect_ids(t, "ab", (int[]){7}, 1);
     hft_destroy(t);
 }
 
@@ -578,6 +799,7 @@ int main(void)
         cmocka_unit_test(test_bytes_across_ids),
         cmocka_unit_test(test_merge_formats_and_ranks),
         cmocka_unit_test(test_unknown_chars),
+        cmocka_unit_test(test_long_word_segments),
         cmocka_unit_test(test_split_behaviors),
         cmocka_unit_test(test_added_token_options),
         cmocka_unit_test(test_bad_files),
@@ -585,18 +807,22 @@ int main(void)
         cmocka_unit_test(test_char_kind_unchanged),
     };
     size_t nf = sizeof fixed / sizeof fixed[0];
-    struct CMUnitTest *tests = calloc(nf + 2 * (size_t)nd, sizeof *tests);
-    char (*tnames)[300] = calloc(2 * (size_t)nd, sizeof *tnames);
+    struct CMUnitTest *tests = calloc(nf + 3 * (size_t)nd, sizeof *tests);
+    char (*tnames)[300] = calloc(3 * (size_t)nd, sizeof *tnames);
     if (!tests || !tnames)
         return 1;
     size_t k = 0;
     for (int i = 0; i < nd; i++) {
         const char *base = strrchr(names[i], '/') + 1;
-        snprintf(tnames[2 * i], sizeof tnames[0], "golden cases: %s", base);
-        tests[k] = (struct CMUnitTest){tnames[2 * i], test_golden_folder, NULL, NULL, names[i]};
+        snprintf(tnames[3 * i], sizeof tnames[0], "golden cases: %s", base);
+        tests[k] = (struct CMUnitTest){tnames[3 * i], test_golden_folder, NULL, NULL, names[i]};
         k++;
-        snprintf(tnames[2 * i + 1], sizeof tnames[0], "tok_load_dir: %s", base);
-        tests[k] = (struct CMUnitTest){tnames[2 * i + 1], test_folder_interface, NULL, NULL,
+        snprintf(tnames[3 * i + 1], sizeof tnames[0], "tok_load_dir: %s", base);
+        tests[k] = (struct CMUnitTest){tnames[3 * i + 1], test_folder_interface, NULL, NULL,
+                                       names[i]};
+        k++;
+        snprintf(tnames[3 * i + 2], sizeof tnames[0], "two threads, one handle: %s", base);
+        tests[k] = (struct CMUnitTest){tnames[3 * i + 2], test_threads_folder, NULL, NULL,
                                        names[i]};
         k++;
     }
