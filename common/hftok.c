@@ -1888,8 +1888,8 @@ static int sym_reserve(enc *e, size_t n)
  * loads the sequence number, the entry and the sequence number again and uses the entry
  * only when the number is even and unchanged; a writer claims the entry by moving the
  * number from even to odd (skipping the store when another writer holds it) and releases
- * it with the next even number. Every field is an atomic (relaxed loads and stores, which
- * are plain moves on common hardware), so there is no data race in the C11 sense. A
+ * it with the next even number. Every field is an atomic (acquire loads and release stores,
+ * which are plain moves on x86), so there is no data race in the C11 sense. A
  * result is a pure function of the word's bytes, so a store can only ever put the same
  * answer back: the cache changes speed, never ids. */
 
@@ -1918,16 +1918,19 @@ static inline int wc_get(const hft *t, const uint64_t k[WC_KEYW], uint64_t meta,
     uint64_t s1 = atomic_load_explicit(&c->seq, memory_order_acquire);
     if (s1 & 1)
         return -1;
-    uint64_t m = atomic_load_explicit(&c->meta, memory_order_relaxed);
+    /* acquire loads of the fields, paired with the writer's release stores: a reader that
+     * sees any field of a store in progress then sees the odd (or a newer) sequence number
+     * below, so it never uses a torn entry (no fence needed, which ThreadSanitizer also
+     * checks) */
+    uint64_t m = atomic_load_explicit(&c->meta, memory_order_acquire);
     if ((m & ~(uint64_t)0xFF00) != meta)
         return -1;
-    uint64_t w0 = atomic_load_explicit(&c->w[0], memory_order_relaxed);
-    uint64_t w1 = atomic_load_explicit(&c->w[1], memory_order_relaxed);
-    uint64_t w2 = atomic_load_explicit(&c->w[2], memory_order_relaxed);
+    uint64_t w0 = atomic_load_explicit(&c->w[0], memory_order_acquire);
+    uint64_t w1 = atomic_load_explicit(&c->w[1], memory_order_acquire);
+    uint64_t w2 = atomic_load_explicit(&c->w[2], memory_order_acquire);
     uint64_t v[WC_IDS / 2];
     for (int i = 0; i < WC_IDS / 2; i++)
-        v[i] = atomic_load_explicit(&c->id[i], memory_order_relaxed);
-    atomic_thread_fence(memory_order_acquire);
+        v[i] = atomic_load_explicit(&c->id[i], memory_order_acquire);
     if (atomic_load_explicit(&c->seq, memory_order_relaxed) != s1)
         return -1;
     if (w0 != k[0] || w1 != k[1] || w2 != k[2])
@@ -1949,15 +1952,16 @@ static inline void wc_put(const hft *t, const uint64_t k[WC_KEYW], uint64_t meta
                                                             memory_order_relaxed,
                                                             memory_order_relaxed))
         return;
-    atomic_thread_fence(memory_order_release);
     uint64_t v[WC_IDS / 2] = {0};
     for (size_t i = 0; i < n; i++)
         v[i / 2] |= (uint64_t)(uint32_t)ids[i] << (32 * (i & 1));
-    atomic_store_explicit(&c->meta, meta | ((uint64_t)n << 8), memory_order_relaxed);
+    /* release stores: the odd sequence number above is visible to any reader that sees one
+     * of them (see wc_get) */
+    atomic_store_explicit(&c->meta, meta | ((uint64_t)n << 8), memory_order_release);
     for (int i = 0; i < WC_KEYW; i++)
-        atomic_store_explicit(&c->w[i], k[i], memory_order_relaxed);
+        atomic_store_explicit(&c->w[i], k[i], memory_order_release);
     for (int i = 0; i < WC_IDS / 2; i++)
-        atomic_store_explicit(&c->id[i], v[i], memory_order_relaxed);
+        atomic_store_explicit(&c->id[i], v[i], memory_order_release);
     atomic_store_explicit(&c->seq, s + 2, memory_order_release);
 }
 
