@@ -8,12 +8,15 @@
 #include <string.h>
 #include <time.h>
 
+#include "codeverify.h"
 #include "mathverify.h"
 #include "rm.h"
 #include "tasks.h"
 
 #define MAX_VERIFIERS 32
-#define MAX_ENDPOINTS 8
+#define MAX_ENDPOINTS SCORER_MAX_ENDPOINTS
+#define MAX_IN_FLIGHT_MAX 64
+#define TOKEN_MAX 4096
 #define MAX_BUILTIN 4
 
 typedef struct verifier {
@@ -24,6 +27,8 @@ typedef struct verifier {
     int n_endpoints, next;
     char endpoints[MAX_ENDPOINTS][256];
     scorer_verifier_stats st;
+    char *token, *tls_ca_file, *tls_server_name; /* malloc'd or NULL */
+    scorer_verifier_config cfg;                  /* points into this struct */
 } verifier;
 
 struct scorer {
@@ -38,6 +43,9 @@ struct scorer {
     task_config task_cfg;
     scorer_remote_fn remote;
     void *remote_ctx;
+    int health_check_ms, default_timeout_ms;
+    const scorer_verdict *verdicts; /* set during scorer_score_verdicts only */
+    codev *code; /* task "code": made from the config's "code", or on first use */
 };
 
 static const char *const builtin_names[MAX_BUILTIN] = {"addition", "countdown", "reverse", "sort"};
@@ -65,12 +73,115 @@ static int get_number(const cJSON *o, const char *key, double lo, double hi, dou
     return COH_OK;
 }
 
+static const char *const verifier_keys[] = {
+    "name", "task", "endpoints", "weight", "timeout_ms", "max_in_flight",
+    "token_file", "token_env", "tls_ca_file", "tls_server_name"};
+
+/* A copy of a string member, or NULL when absent; COH_EINVAL when present but not a
+ * non-empty string. */
+static int get_string(const cJSON *o, const char *key, int idx, char **out, coh_err *err)
+{
+    *out = NULL;
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!it)
+        return COH_OK;
+    if (!cJSON_IsString(it) || !it->valuestring[0])
+        return coh_fail(err, COH_EINVAL,
+                        "reward config: verifiers[%d].%s must be a non-empty string", idx, key);
+    if (!(*out = strdup(it->valuestring)))
+        return coh_fail(err, COH_ENOMEM, "out of memory");
+    return COH_OK;
+}
+
+/* The token of a verifier: from a file (trailing white space dropped) or a variable. */
+static int load_token(verifier *v, const cJSON *o, int idx, coh_err *err)
+{
+    char *file = NULL, *env = NULL;
+    int rc = get_string(o, "token_file", idx, &file, err);
+    if (!rc)
+        rc = get_string(o, "token_env", idx, &env, err);
+    if (!rc && file && env)
+        rc = coh_fail(err, COH_EINVAL,
+                      "reward config: verifiers[%d] (%s) has both \"token_file\" and "
+                      "\"token_env\": give one",
+                      idx, v->name);
+    if (!rc && file) {
+        FILE *f = fopen(file, "rb");
+        char buf[TOKEN_MAX + 1];
+        size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+        if (!f)
+            rc = coh_fail(err, COH_EIO, "reward config: verifiers[%d] (%s) \"token_file\": "
+                          "cannot read %s", idx, v->name, file);
+        else if (n > TOKEN_MAX)
+            rc = coh_fail(err, COH_EINVAL, "reward config: verifiers[%d] (%s) \"token_file\": "
+                          "%s is longer than %d bytes", idx, v->name, file, TOKEN_MAX);
+        if (f)
+            fclose(f);
+        while (!rc && n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+                                buf[n - 1] == '\t'))
+            n--;
+        if (!rc && n == 0)
+            rc = coh_fail(err, COH_EINVAL,
+                          "reward config: verifiers[%d] (%s) \"token_file\": %s is empty", idx,
+                          v->name, file);
+        if (!rc) {
+            buf[n] = '\0';
+            if (strpbrk(buf, "\r\n"))
+                rc = coh_fail(err, COH_EINVAL, "reward config: verifiers[%d] (%s) "
+                              "\"token_file\": %s holds more than one line", idx, v->name, file);
+            else if (!(v->token = strdup(buf)))
+                rc = coh_fail(err, COH_ENOMEM, "out of memory");
+        }
+    }
+    if (!rc && env) {
+        const char *val = getenv(env);
+        if (!val || !val[0])
+            rc = coh_fail(err, COH_EINVAL,
+                          "reward config: verifiers[%d] (%s) \"token_env\": the environment "
+                          "variable %s is not set or empty",
+                          idx, v->name, env);
+        else if (!(v->token = strdup(val)))
+            rc = coh_fail(err, COH_ENOMEM, "out of memory");
+    }
+    free(file);
+    free(env);
+    return rc;
+}
+
+static void verifier_free(verifier *v)
+{
+    free(v->token);
+    free(v->tls_ca_file);
+    free(v->tls_server_name);
+    v->token = v->tls_ca_file = v->tls_server_name = NULL;
+}
+
 static int parse_verifier(scorer *s, const cJSON *o, int idx, coh_err *err)
 {
     if (s->n_verifiers >= MAX_VERIFIERS)
         return coh_fail(err, COH_ERANGE, "reward config: at most %d verifiers", MAX_VERIFIERS);
+    if (!cJSON_IsObject(o))
+        return coh_fail(err, COH_EINVAL, "reward config: verifiers[%d] must be an object", idx);
     verifier *v = &s->v[s->n_verifiers];
     memset(v, 0, sizeof *v);
+    const cJSON *k;
+    cJSON_ArrayForEach(k, o)
+    {
+        size_t i = 0;
+        while (i < sizeof verifier_keys / sizeof *verifier_keys &&
+               strcmp(k->string, verifier_keys[i]) != 0)
+            i++;
+        if (i == sizeof verifier_keys / sizeof *verifier_keys)
+            return coh_fail(err, COH_EINVAL,
+                            "reward config: verifiers[%d] has an unknown key \"%.64s\"%s (known: "
+                            "name, task, endpoints, weight, timeout_ms, max_in_flight, "
+                            "token_file, token_env, tls_ca_file, tls_server_name)",
+                            idx, k->string,
+                            strcmp(k->string, "token") == 0
+                                ? " (a token never goes in the config: use \"token_file\" or "
+                                  "\"token_env\")"
+                                : "");
+    }
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
     const cJSON *taskj = cJSON_GetObjectItemCaseSensitive(o, "task");
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(o, "endpoints");
@@ -78,6 +189,9 @@ static int parse_verifier(scorer *s, const cJSON *o, int idx, coh_err *err)
         return coh_fail(err, COH_EINVAL,
                         "reward config: verifiers[%d] needs \"task\" (the task name it scores)",
                         idx);
+    if (name && (!cJSON_IsString(name) || !name->valuestring[0]))
+        return coh_fail(err, COH_EINVAL,
+                        "reward config: verifiers[%d].name must be a non-empty string", idx);
     if (!cJSON_IsArray(eps) || cJSON_GetArraySize(eps) < 1 ||
         cJSON_GetArraySize(eps) > MAX_ENDPOINTS)
         return coh_fail(err, COH_EINVAL,
@@ -97,16 +211,55 @@ static int parse_verifier(scorer *s, const cJSON *o, int idx, coh_err *err)
                             idx);
         snprintf(v->endpoints[v->n_endpoints++], 256, "%s", e->valuestring);
     }
-    double w = 1.0, t = 2000;
+    double w = 1.0, t = 2000, mif = 8;
     int rc = get_number(o, "weight", -1e6, 1e6, &w, err);
     if (!rc)
         rc = get_number(o, "timeout_ms", 1, 3600e3, &t, err);
+    if (!rc)
+        rc = get_number(o, "max_in_flight", 1, MAX_IN_FLIGHT_MAX, &mif, err);
+    if (!rc && mif != (double)(int)mif)
+        rc = coh_fail(err, COH_EINVAL, "reward config: \"max_in_flight\" must be a whole number");
     if (rc)
-        return coh_wrap(err, rc, "verifiers[%d]", idx);
+        return coh_wrap(err, rc, "verifiers[%d] (%s)", idx, v->name);
+    rc = load_token(v, o, idx, err);
+    if (!rc)
+        rc = get_string(o, "tls_ca_file", idx, &v->tls_ca_file, err);
+    if (!rc)
+        rc = get_string(o, "tls_server_name", idx, &v->tls_server_name, err);
+    if (!rc && v->tls_ca_file) {
+        FILE *f = fopen(v->tls_ca_file, "rb");
+        if (!f)
+            rc = coh_fail(err, COH_EIO,
+                          "reward config: verifiers[%d] (%s) \"tls_ca_file\": cannot read %s",
+                          idx, v->name, v->tls_ca_file);
+        else
+            fclose(f);
+    }
+    if (!rc && v->tls_server_name && !v->tls_ca_file)
+        rc = coh_fail(err, COH_EINVAL,
+                      "reward config: verifiers[%d] (%s) \"tls_server_name\" needs "
+                      "\"tls_ca_file\"",
+                      idx, v->name);
+    if (rc) {
+        verifier_free(v);
+        return rc;
+    }
     v->weight = w;
     v->timeout_ms = (int)t;
     v->st.name = v->name;
     v->st.task = v->task;
+    scorer_verifier_config *c = &v->cfg;
+    c->name = v->name;
+    c->task = v->task;
+    c->weight = w;
+    c->timeout_ms = (int)t;
+    c->max_in_flight = (int)mif;
+    c->n_endpoints = v->n_endpoints;
+    for (int i = 0; i < v->n_endpoints; i++)
+        c->endpoints[i] = v->endpoints[i];
+    c->token = v->token;
+    c->tls_ca_file = v->tls_ca_file;
+    c->tls_server_name = v->tls_server_name;
     s->n_verifiers++;
     return COH_OK;
 }
@@ -158,6 +311,13 @@ static int parse_config(scorer *s, const char *text, coh_err *err)
             rc = parse_verifier(s, v, i++, err);
         }
     }
+    double hc = s->health_check_ms, dt = s->default_timeout_ms;
+    if (!rc)
+        rc = get_number(root, "health_check_ms", 0, 3600e3, &hc, err);
+    if (!rc)
+        rc = get_number(root, "default_timeout_ms", 1, 600e3, &dt, err);
+    s->health_check_ms = (int)hc;
+    s->default_timeout_ms = (int)dt;
     const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(root, "tasks");
     const cJSON *add = tasks ? cJSON_GetObjectItemCaseSensitive(tasks, "addition") : NULL;
     if (!rc && add) {
@@ -180,7 +340,11 @@ int scorer_create(const char *config_json, scorer_remote_fn remote, void *remote
     s->task_cfg = task_config_default();
     s->remote = remote;
     s->remote_ctx = remote_ctx;
+    s->health_check_ms = 2000;
+    s->default_timeout_ms = 5000;
     int rc = config_json ? parse_config(s, config_json, err) : COH_OK;
+    if (!rc)
+        rc = codev_create_from_config(config_json, &s->code, err);
     if (!rc && s->n_verifiers > 0 && !remote)
         rc = coh_fail(err, COH_EINVAL, "verifiers are configured but no way to call them");
     if (rc) {
@@ -196,8 +360,11 @@ void scorer_destroy(scorer *s)
     if (!s)
         return;
     rm_destroy(s->rm);
+    codev_destroy(s->code);
     for (int i = 0; i < MAX_BUILTIN; i++)
         task_destroy(s->builtin[i]);
+    for (int i = 0; i < s->n_verifiers; i++)
+        verifier_free(&s->v[i]);
     free(s);
 }
 
@@ -207,6 +374,23 @@ void scorer_get_verifier_stats(const scorer *s, int i, scorer_verifier_stats *ou
 {
     *out = s->v[i].st;
 }
+
+const scorer_verifier_config *scorer_verifier(const scorer *s, int i) { return &s->v[i].cfg; }
+
+int scorer_routes(const scorer *s, const char *task_name, int *idx, int max)
+{
+    int n = 0;
+    for (int i = 0; i < s->n_verifiers; i++)
+        if (strcmp(s->v[i].task, task_name) == 0) {
+            if (n < max)
+                idx[n] = i;
+            n++;
+        }
+    return n;
+}
+
+int scorer_health_check_ms(const scorer *s) { return s->health_check_ms; }
+int scorer_default_timeout_ms(const scorer *s) { return s->default_timeout_ms; }
 
 /* ---- scoring ------------------------------------------------------------------------------- */
 
@@ -230,8 +414,37 @@ static void fail_item(scorer_result *r, score_status st, const char *fmt, const 
 }
 
 /* One verifier: try its endpoints in turn until one answers or the deadline passes. */
+static int use_verdict(scorer *s, verifier *v, const scorer_verdict *vd, scorer_result *r)
+{
+    v->st.calls++;
+    if (vd->status == SCORE_OK && isfinite(vd->reply.score)) {
+        v->st.ok++;
+        char cname[SCORER_NAME_MAX];
+        snprintf(cname, sizeof cname, "verifier:%s", v->name);
+        add_component(r, cname, vd->reply.score, v->weight);
+        if (vd->reply.details[0] && !r->detail[0])
+            snprintf(r->detail, sizeof r->detail, "%.40s: %.200s", v->name, vd->reply.details);
+        return 0;
+    }
+    if (vd->status == SCORE_OK) {
+        v->st.failed++;
+        fail_item(r, SCORE_FAILED, "verifier %s returned a non-finite score: %.200s", v->name,
+                  vd->reply.details);
+    } else {
+        if (vd->status == SCORE_TIMED_OUT)
+            v->st.timed_out++;
+        else
+            v->st.failed++;
+        fail_item(r, vd->status, "verifier %s %.200s", v->name, vd->error);
+    }
+    (void)s;
+    return -1;
+}
+
 static int call_verifier(scorer *s, verifier *v, const scorer_item *item, scorer_result *r)
 {
+    if (s->verdicts)
+        return use_verdict(s, v, &s->verdicts[v - s->v], r);
     double t0 = now_ms();
     v->st.calls++;
     coh_err err;
@@ -324,6 +537,26 @@ static void score_math(scorer *s, const scorer_item *item, scorer_result *r)
     cJSON_Delete(meta);
 }
 
+/* The verifier-only task "code" (codeverify.h): the program against the metadata's tests in
+ * a sandbox; no free sandbox before the deadline -> TIMED_OUT, unusable metadata -> FAILED. */
+static void score_code(scorer *s, const scorer_item *item, scorer_result *r)
+{
+    codev_result cr;
+    coh_err e2;
+    int rc = s->code ? COH_OK : codev_create(NULL, &s->code, &e2);
+    if (!rc)
+        rc = codev_verify(s->code, item->completion, item->metadata_json, 0, &cr, &e2);
+    if (rc) {
+        fail_item(r, rc == COH_EFULL ? SCORE_TIMED_OUT : SCORE_FAILED, "task code: %.200s%s",
+                  e2.msg, "");
+        return;
+    }
+    add_component(r, "correct", cr.score, s->w_correct);
+    if (s->w_format != 0.0)
+        add_component(r, "format", cr.format, s->w_format);
+    snprintf(r->detail, sizeof r->detail, "%s", cr.detail);
+}
+
 static task *builtin_task(scorer *s, const char *name)
 {
     for (int i = 0; i < MAX_BUILTIN; i++)
@@ -354,6 +587,8 @@ int scorer_score(scorer *s, const scorer_item *item, scorer_result *r, coh_err *
         }
     if (!routed && strcmp(item->task, "math") == 0) {
         score_math(s, item, r);
+    } else if (!routed && strcmp(item->task, "code") == 0) {
+        score_code(s, item, r);
     } else if (!routed) {
         task *t = builtin_task(s, item->task);
         if (!t) {
@@ -406,4 +641,13 @@ int scorer_score(scorer *s, const scorer_item *item, scorer_result *r, coh_err *
     }
     r->latency_ms = now_ms() - t0;
     return COH_OK;
+}
+
+int scorer_score_verdicts(scorer *s, const scorer_item *item, const scorer_verdict *verdicts,
+                          scorer_result *out, coh_err *err)
+{
+    s->verdicts = verdicts;
+    int rc = scorer_score(s, item, out, err);
+    s->verdicts = NULL;
+    return rc;
 }

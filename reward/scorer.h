@@ -10,10 +10,18 @@
  *                                     a LlamaForSequenceClassification folder (rm.h)
  *     "verifiers": [                  custom Verifier services (any language)
  *       {"name": "py-example", "task": "palindrome", "weight": 1.0, "timeout_ms": 2000,
- *        "endpoints": ["127.0.0.1:50060", "10.0.0.7:50060"]}
+ *        "endpoints": ["127.0.0.1:50060", "10.0.0.7:50060"],
+ *        "max_in_flight": 8,          calls in flight per endpoint (1..64)
+ *        "token_file": "/run/secrets/tok" | "token_env": "VAR",   bearer token (one of them)
+ *        "tls_ca_file": "ca.pem", "tls_server_name": "verifier.local"}   TLS to it
  *     ],
+ *     "health_check_ms": 2000,        probe every endpoint's grpc.health.v1 this often (0 = off)
+ *     "default_timeout_ms": 5000,     item budget when ScoreRequest.timeout_ms is 0
  *     "tasks": {"addition": {"digits": 3}}   task options of the built-in verifiers
  *   }
+ * A verifier entry with an unknown key, a token file that cannot be read or is empty, an
+ * unset token variable, both token keys, or an unreadable CA file is refused, the message
+ * naming the verifier and the key. The token is read once, at scorer_create.
  * A task routed to verifiers is scored by them (several verifiers may serve one task, each
  * a component named "verifier:<name>"); otherwise a built-in task is scored by its built-in verifier; otherwise the
  * item is ITEM_UNKNOWN_TASK. Built-in verifiers: those of tasks.h, and "math" (mathverify.h:
@@ -99,5 +107,48 @@ typedef struct scorer_verifier_stats {
 
 int scorer_num_verifiers(const scorer *s);
 void scorer_get_verifier_stats(const scorer *s, int i, scorer_verifier_stats *out);
+
+/* ---- configuration of the custom verifiers (read-only; valid as long as the scorer) ---- */
+
+#define SCORER_MAX_ENDPOINTS 8
+
+typedef struct scorer_verifier_config {
+    const char *name, *task;
+    double weight;
+    int timeout_ms;            /* the route's budget per item */
+    int max_in_flight;         /* calls in flight per endpoint (default 8) */
+    int n_endpoints;
+    const char *endpoints[SCORER_MAX_ENDPOINTS];
+    const char *token;         /* bearer token from token_file / token_env, or NULL */
+    const char *tls_ca_file;   /* PEM roots: TLS to this verifier, or NULL (plaintext) */
+    const char *tls_server_name; /* expected certificate name override, or NULL */
+} scorer_verifier_config;
+
+/* Verifier i (0 <= i < scorer_num_verifiers). */
+const scorer_verifier_config *scorer_verifier(const scorer *s, int i);
+/* The verifiers serving task, in config order (the order of the item's components): writes
+ * up to max indices into idx and returns how many there are (0: not routed). */
+int scorer_routes(const scorer *s, const char *task, int *idx, int max);
+/* Top-level settings: "health_check_ms" (default 2000, 0 = off) and "default_timeout_ms"
+ * (default 5000). */
+int scorer_health_check_ms(const scorer *s);
+int scorer_default_timeout_ms(const scorer *s);
+
+/* ---- scoring with verdicts fetched elsewhere ---------------------------------------------
+ * The reward service calls the verifiers itself (concurrently, with per-item deadlines:
+ * vpool.h) and hands the answers in; the scorer then only combines them with the local
+ * components. */
+typedef struct scorer_verdict {
+    score_status status;       /* SCORE_OK: reply holds the answer; otherwise why not */
+    scorer_remote_reply reply;
+    char error[200];           /* SCORE_FAILED / TIMED_OUT / UNKNOWN_TASK: the reason, e.g.
+                                * "gave no answer within 300 ms" */
+} scorer_verdict;
+
+/* scorer_score, except that a verifier routed for the item is not called: verdicts[i] is
+ * the answer of verifier i (an array of scorer_num_verifiers entries; only the routed ones
+ * are read). verdicts NULL = scorer_score. */
+int scorer_score_verdicts(scorer *s, const scorer_item *item, const scorer_verdict *verdicts,
+                          scorer_result *out, coh_err *err);
 
 #endif

@@ -106,6 +106,7 @@ requests = {
         items=[reward_pb2.RewardItem(item_id="11/0", task="countdown", prompt="3 7 25 -> 175",
                                      completion="25*7", metadata_json='{"target": 175}',
                                      completion_num_tokens=4)]),
+    "cohort.v1.Reward.Status": reward_pb2.RewardStatusRequest(),
     "cohort.v1.Verifier.Verify": verifier_pb2.VerifyRequest(
         task="addition", prompt="2+2=", completion="4", answer="4", metadata_json="{}"),
     "cohort.v1.Verifier.VerifyBatch": verifier_pb2.VerifyBatchRequest(

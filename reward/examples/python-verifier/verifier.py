@@ -16,7 +16,12 @@ Then route the task to it in cohort-reward's config:
     {"verifiers": [{"name": "match", "task": "match", "endpoints": ["127.0.0.1:50061"]}]}
 
 Options: --token T (require "authorization: Bearer T"), --delay-ms N (answer late: to see
-deadlines at work), --log FILE (append every request's task and metadata as JSON lines).
+deadlines at work), --log FILE (append every request's task, metadata, rpc and the time left
+before its deadline as JSON lines), --no-batch (answer VerifyBatch with UNIMPLEMENTED, as a
+verifier without it would), --health-file FILE (Health answers NOT_SERVING while FILE holds
+"NOT_SERVING"), --tls-cert PEM --tls-key PEM (serve TLS), --task NAME (serve this task
+name too, scored like "match"; repeatable), --metadata-delay (an item's metadata "delay_ms"
+overrides --delay-ms: for tests).
 """
 
 import argparse
@@ -89,8 +94,28 @@ def make_servicer(pb, rpc, args):
                               "missing or wrong bearer token for this verifier")
             return True
 
+        def _log(self, req, context, rpc_name):
+            """Append the request, as it arrived, to --log (with the time left before its
+            deadline, so tests can see the deadline cohort-reward gave the call)."""
+            if not args.log:
+                return
+            try:
+                meta = json.loads(req.metadata_json or "{}")
+            except ValueError:
+                meta = None
+            left = context.time_remaining()
+            line = {"rpc": rpc_name, "time_remaining_ms": None if left is None else left * 1e3,
+                    "arrived": time.time(),
+                    "authorization": dict(context.invocation_metadata()).get("authorization", ""),
+                    "task": req.task, "prompt": req.prompt, "metadata": meta,
+                    "metadata_json": req.metadata_json, "completion": req.completion,
+                    "prompt_tokens": list(req.prompt_tokens),
+                    "completion_tokens": list(req.completion_tokens)}
+            with log_lock, open(args.log, "a") as f:
+                f.write(json.dumps(line) + "\n")
+
         def _one(self, req, context):
-            if req.task != "match":
+            if req.task != "match" and req.task not in args.task:
                 context.abort(grpc.StatusCode.NOT_FOUND,
                               f"this verifier serves task 'match', not '{req.task}'")
             try:
@@ -101,42 +126,57 @@ def make_servicer(pb, rpc, args):
             except (ValueError, KeyError, TypeError) as e:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                               f"metadata must be a JSON object with a string \"target\": {e}")
-            if args.log:
-                with log_lock, open(args.log, "a") as f:
-                    f.write(json.dumps({"task": req.task, "prompt": req.prompt,
-                                        "metadata": meta, "completion": req.completion,
-                                        "prompt_tokens": list(req.prompt_tokens),
-                                        "completion_tokens": list(req.completion_tokens)})
-                            + "\n")
             score, passed = score_match(target, req.completion)
             return pb.VerifyReply(score=score, passed=passed,
                                   details="exact" if passed else f"{score:.2f} of '{target}'")
 
-        def _delay(self, context):
-            if args.delay_ms > 0:
-                end = time.monotonic() + args.delay_ms / 1000.0
+        def _delay(self, context, reqs=()):
+            delay = args.delay_ms
+            if args.metadata_delay:
+                for r in reqs:
+                    try:
+                        delay = max(delay, int(json.loads(r.metadata_json).get("delay_ms", 0)))
+                    except (ValueError, AttributeError, TypeError):
+                        pass
+            if delay > 0:
+                end = time.monotonic() + delay / 1000.0
                 while time.monotonic() < end and context.is_active():
                     time.sleep(0.01)
 
         def Verify(self, request, context):
             self._check_token(context)
-            self._delay(context)
+            self._log(request, context, "Verify")
+            self._delay(context, [request])
             return self._one(request, context)
 
         def VerifyBatch(self, request, context):
+            if args.no_batch:
+                context.abort(grpc.StatusCode.UNIMPLEMENTED, "VerifyBatch is not implemented")
             self._check_token(context)
-            self._delay(context)
+            for r in request.requests:
+                self._log(r, context, "VerifyBatch")
+            self._delay(context, request.requests)
             return pb.VerifyBatchReply(replies=[self._one(r, context) for r in request.requests])
 
     return Verifier()
 
 
-def make_health(hpb, hrpc):
+def make_health(hpb, hrpc, args):
+    def serving():
+        if not args.health_file:
+            return True
+        try:
+            with open(args.health_file) as f:
+                return f.read().strip() != "NOT_SERVING"
+        except OSError:
+            return True
+
     class Health(hrpc.HealthServicer):
         def Check(self, request, context):
             if request.service not in ("", "cohort.v1.Verifier"):
                 context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
-            return hpb.HealthCheckResponse(status=hpb.HealthCheckResponse.SERVING)
+            return hpb.HealthCheckResponse(status=hpb.HealthCheckResponse.SERVING if serving()
+                                           else hpb.HealthCheckResponse.NOT_SERVING)
 
     return Health()
 
@@ -150,13 +190,24 @@ def main():
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--log", default="")
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--no-batch", action="store_true")
+    ap.add_argument("--task", action="append", default=[])
+    ap.add_argument("--metadata-delay", action="store_true")
+    ap.add_argument("--health-file", default="")
+    ap.add_argument("--tls-cert", default="")
+    ap.add_argument("--tls-key", default="")
     args = ap.parse_args()
 
     pb, rpc, hpb, hrpc = load_stubs(args.proto_dir)
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(args.workers))
     rpc.add_VerifierServicer_to_server(make_servicer(pb, rpc, args), server)
-    hrpc.add_HealthServicer_to_server(make_health(hpb, hrpc), server)
-    port = server.add_insecure_port(f"{args.host}:{args.port}")
+    hrpc.add_HealthServicer_to_server(make_health(hpb, hrpc, args), server)
+    if args.tls_cert:
+        with open(args.tls_key, "rb") as k, open(args.tls_cert, "rb") as c:
+            creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+        port = server.add_secure_port(f"{args.host}:{args.port}", creds)
+    else:
+        port = server.add_insecure_port(f"{args.host}:{args.port}")
     if port == 0:
         sys.exit(f"verifier: cannot listen on {args.host}:{args.port}")
     server.start()
