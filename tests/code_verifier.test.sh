@@ -15,6 +15,9 @@ BUILD="$(cd "${1:?usage: code_verifier.test.sh BUILD_DIR}" && pwd)"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY=/usr/bin/python3
 if [ "$(id -u)" != 0 ]; then echo "code_verifier: not root, skipped"; exit 77; fi
+if ! unshare --net --pid --ipc --fork true 2>/dev/null; then
+  echo "code_verifier: this machine does not allow new namespaces (the sandbox), skipped"; exit 77
+fi
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

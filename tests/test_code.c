@@ -4,6 +4,8 @@
  * each with its score and reason within its deadline; the bounded pool of sandboxes under
  * concurrent items; the refusal to run without a sandbox; the scorer's routing of task
  * "code". Limits are small so the suite takes a few seconds. */
+#define _GNU_SOURCE /* unshare and the clone flags, for the namespace probe */
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -784,10 +787,30 @@ static int teardown(void **state)
     return rmdir(g_tmp); /* fails when a private directory was left behind */
 }
 
+/* 1 when this machine lets a process make the namespaces the sandbox needs (a container
+ * without CAP_SYS_ADMIN does not): probed in a child, as the verifier makes them. */
+static int namespaces_allowed(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int f = CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC;
+        if (geteuid() != 0)
+            f |= CLONE_NEWUSER;
+        _exit(unshare(f) == 0 ? 0 : 1);
+    }
+    int st = 0;
+    return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
 int main(void)
 {
     if (access("/usr/bin/python3", X_OK) != 0) {
         fprintf(stderr, "test_code: no /usr/bin/python3, skipped\n");
+        return 77;
+    }
+    if (!namespaces_allowed()) {
+        fprintf(stderr, "test_code: this machine does not allow new network/PID namespaces "
+                        "(the code verifier's sandbox), skipped\n");
         return 77;
     }
     const struct CMUnitTest tests[] = {
