@@ -693,6 +693,7 @@ static void on_score(rpc_call *call, rpc_event ev, void *data)
             b = rt < b ? rt : b;
         }
         j->budget_ms[i] = (int)b;
+        j->items[i].timeout_ms = b > 0 ? (int)b : 1; /* the code sandbox ends by it too */
         if (b > latest)
             latest = b;
         if (it->metadata_json[0]) {

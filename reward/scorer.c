@@ -545,7 +545,8 @@ static void score_code(scorer *s, const scorer_item *item, scorer_result *r)
     coh_err e2;
     int rc = s->code ? COH_OK : codev_create(NULL, &s->code, &e2);
     if (!rc)
-        rc = codev_verify(s->code, item->completion, item->metadata_json, 0, &cr, &e2);
+        rc = codev_verify(s->code, item->completion, item->metadata_json,
+                          item->timeout_ms > 0 ? item->timeout_ms : 0, &cr, &e2);
     if (rc) {
         fail_item(r, rc == COH_EFULL ? SCORE_TIMED_OUT : SCORE_FAILED, "task code: %.200s%s",
                   e2.msg, "");

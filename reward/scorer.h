@@ -54,6 +54,8 @@ typedef struct scorer_item {
     /* the exact token ids (may be NULL / 0), passed on to custom verifiers unchanged */
     const int32_t *prompt_tokens, *completion_tokens;
     size_t n_prompt_tokens, n_completion_tokens;
+    int timeout_ms; /* > 0: the item's time budget (the code verifier's sandbox ends by it);
+                     * 0: the configured default */
 } scorer_item;
 
 #define SCORER_MAX_COMPONENTS 8

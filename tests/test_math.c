@@ -369,7 +369,7 @@ static void test_scorer_routes_math(void **state)
     prompt[sizeof prompt - 1] = '\0';
     memset(completion, ' ', sizeof completion);
     snprintf(completion + 2900, 100, "so 9 * 2 = 18.\n#### 18");
-    scorer_item it = {"math", prompt, completion, "18", "", NULL, NULL, 0, 0};
+    scorer_item it = {"math", prompt, completion, "18", "", NULL, NULL, 0, 0, 0};
     scorer_result r;
     assert_int_equal(scorer_score(s, &it, &r, &err), COH_OK);
     assert_int_equal(r.status, SCORE_OK);
@@ -378,16 +378,16 @@ static void test_scorer_routes_math(void **state)
     assert_string_equal(r.comp[0].name, "correct");
     assert_string_equal(r.detail, "answer 18 (after ####) equals reference 18");
     /* the reference from metadata when there is no answer: a string or a number */
-    scorer_item m1 = {"math", "q", "the answer is 17", "", "{\"answer\": \"18\"}", NULL, NULL, 0, 0};
+    scorer_item m1 = {"math", "q", "the answer is 17", "", "{\"answer\": \"18\"}", NULL, NULL, 0, 0, 0};
     assert_int_equal(scorer_score(s, &m1, &r, &err), COH_OK);
     assert_int_equal(r.status, SCORE_OK);
     assert_true(r.reward == 0.0);
     assert_string_equal(r.detail, "answer 17 (last number) != reference 18");
-    scorer_item m2 = {"math", "q", "\\boxed{0.25}", "", "{\"answer\": 0.25}", NULL, NULL, 0, 0};
+    scorer_item m2 = {"math", "q", "\\boxed{0.25}", "", "{\"answer\": 0.25}", NULL, NULL, 0, 0, 0};
     assert_int_equal(scorer_score(s, &m2, &r, &err), COH_OK);
     assert_true(r.reward == 1.5);
     /* no reference at all: FAILED with the reason, never a silent 0 */
-    scorer_item m3 = {"math", "q", "#### 1", "", "", NULL, NULL, 0, 0};
+    scorer_item m3 = {"math", "q", "#### 1", "", "", NULL, NULL, 0, 0, 0};
     assert_int_equal(scorer_score(s, &m3, &r, &err), COH_OK);
     assert_int_equal(r.status, SCORE_FAILED);
     assert_contains(r.detail, "task math: math item has no reference answer");

@@ -67,7 +67,7 @@ static scorer *make(const char *cfg, fleet *f)
 static scorer_result score(scorer *s, const char *task, const char *prompt, const char *completion,
                            const char *answer, const char *meta)
 {
-    scorer_item it = {task, prompt, completion, answer, meta, NULL, NULL, 0, 0};
+    scorer_item it = {task, prompt, completion, answer, meta, NULL, NULL, 0, 0, 0};
     scorer_result r;
     coh_err err;
     assert_int_equal(scorer_score(s, &it, &r, &err), COH_OK);
