@@ -1,12 +1,17 @@
-/* main_ctl.c - cohortctl: watch and steer a running learner over cohort.v1.Monitor.
+/* main_ctl.c - cohortctl: watch and steer a running learner over cohort.v1.Monitor, and ask
+ * any Cohort server for its health or a reward service for its verifiers.
  *
- *   cohortctl [--learner HOST:PORT] [--token T] [--tls-ca PEM] COMMAND [args]
+ *   cohortctl [--learner|--server HOST:PORT] [--token T] [--tls-ca PEM] COMMAND [args]
  *     status                 step, version, phase, last metrics, actors, buffer
  *     watch [--from N]       one line per step as the learner makes them (Ctrl-C to stop)
  *     workers                connected actors and their last heartbeat
  *     pause [REASON] | resume | checkpoint
  *     set KEY=VALUE ...      lr, beta, temperature, entropy_coef, eps_low, eps_high
  *     plot METRICS.jsonl OUT.png   reward, held-out accuracy and KL against step (gnuplot)
+ *     health [SERVICE]       grpc.health.v1 check of any Cohort server or verifier
+ *     reward-status          a reward service's counters, verifiers and endpoints
+ *     score --task T [--answer A] [--metadata JSON] PROMPT COMPLETION
+ *                            one item scored by a reward service (try a verifier's route)
  */
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -19,6 +24,7 @@
 
 #include "cli.h"
 #include "cohort/v1/monitor.pb-c.h"
+#include "cohort/v1/reward.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc.h"
 
@@ -36,7 +42,7 @@ static int fail_status(const char *what, const rpc_status *st)
 {
     fprintf(stderr, "cohortctl: %s: %s: %s\n", what, rpc_status_name(st->code), st->message);
     if (st->code == GRPC_STATUS_UNAVAILABLE)
-        fprintf(stderr, "cohortctl: is cohort-learner running at that address? (--learner)\n");
+        fprintf(stderr, "cohortctl: is the server running at that address? (--server / --learner)\n");
     return 1;
 }
 
@@ -385,6 +391,81 @@ static int cmd_health(rpc_channel *ch, const char *service)
     return serving ? 0 : 1;
 }
 
+/* reward-status: Reward.Status of a cohort-reward. */
+static int cmd_reward_status(rpc_channel *ch)
+{
+    Cohort__V1__RewardStatusRequest req = COHORT__V1__REWARD_STATUS_REQUEST__INIT;
+    ProtobufCMessage *rep = NULL;
+    if (call(ch, "/cohort.v1.Reward/Status", &req.base, &cohort__v1__reward_status__descriptor,
+             &rep))
+        return 1;
+    const Cohort__V1__RewardStatus *s = (const Cohort__V1__RewardStatus *)rep;
+    printf("reward service: up %.0f s, %" PRIu64 " requests (%" PRIu64 " refused), %" PRIu64
+           " items: %" PRIu64 " failed, %" PRIu64 " timed out, %" PRIu64 " unknown task\n",
+           s->uptime_s, s->requests, s->requests_invalid, s->items, s->items_failed,
+           s->items_timed_out, s->items_unknown_task);
+    for (size_t i = 0; i < s->n_verifiers; i++) {
+        const Cohort__V1__VerifierStatus *v = s->verifiers[i];
+        printf("verifier %s (task %s, weight %g, timeout %u ms, max in flight %u): %" PRIu64
+               " items, %" PRIu64 " ok, %" PRIu64 " failed, %" PRIu64 " timed out, %" PRIu64
+               " with no endpoint; p50 %.1f ms p99 %.1f ms\n",
+               v->name, v->task, v->weight, v->timeout_ms, v->max_in_flight, v->items, v->ok,
+               v->failed, v->timed_out, v->no_endpoint, v->latency_p50_ms, v->latency_p99_ms);
+        for (size_t j = 0; j < v->n_endpoints; j++) {
+            const Cohort__V1__VerifierEndpointStatus *e = v->endpoints[j];
+            printf("  endpoint %s %s%s%s: %" PRIu64 " calls, %" PRIu64 " ok, %" PRIu64
+                   " errors, %" PRIu64 " timeouts, %" PRIu64 " ejections, %u in flight, %u "
+                   "queued; p50 %.1f ms p99 %.1f ms\n",
+                   e->address, e->state, e->in_rotation ? " in rotation" : " OUT of rotation",
+                   e->batch ? ", VerifyBatch" : ", Verify", e->calls, e->ok, e->errors,
+                   e->timeouts, e->ejections, e->in_flight, e->queued, e->latency_p50_ms,
+                   e->latency_p99_ms);
+        }
+    }
+    rpc_msg_free(rep);
+    return 0;
+}
+
+/* score: one item through Reward.Score; exit 0 when it was scored (ITEM_OK). */
+static int cmd_score(rpc_channel *ch, const char *task, const char *answer, const char *meta,
+                     const char *prompt, const char *completion)
+{
+    Cohort__V1__RewardItem item = COHORT__V1__REWARD_ITEM__INIT;
+    item.item_id = "cohortctl";
+    item.task = (char *)task;
+    item.answer = (char *)(answer ? answer : "");
+    item.metadata_json = (char *)(meta ? meta : "");
+    item.prompt = (char *)prompt;
+    item.completion = (char *)completion;
+    Cohort__V1__RewardItem *items[1] = {&item};
+    Cohort__V1__ScoreRequest req = COHORT__V1__SCORE_REQUEST__INIT;
+    req.n_items = 1;
+    req.items = items;
+    ProtobufCMessage *rep = NULL;
+    if (call(ch, "/cohort.v1.Reward/Score", &req.base, &cohort__v1__score_reply__descriptor, &rep))
+        return 1;
+    const Cohort__V1__ScoreReply *r = (const Cohort__V1__ScoreReply *)rep;
+    int ok = 0;
+    if (r->n_results != 1) {
+        fprintf(stderr, "cohortctl: score: the reply holds %zu results, not 1\n", r->n_results);
+    } else {
+        const Cohort__V1__ItemResult *x = r->results[0];
+        const ProtobufCEnumValue *ev =
+            protobuf_c_enum_descriptor_get_value(&cohort__v1__item_status__descriptor, x->status);
+        ok = x->status == COHORT__V1__ITEM_STATUS__ITEM_OK;
+        if (ok)
+            printf("reward %.6g (%s, %.1f ms)\n", x->reward, ev ? ev->name : "?", x->latency_ms);
+        else
+            printf("no reward: %s (%.1f ms)\n", ev ? ev->name : "?", x->latency_ms);
+        for (size_t i = 0; i < x->n_components; i++)
+            printf("  component %s = %.6g\n", x->components[i]->name, x->components[i]->value);
+        if (x->detail && *x->detail)
+            printf("  detail: %s\n", x->detail);
+    }
+    rpc_msg_free(rep);
+    return ok ? 0 : 1;
+}
+
 /* --from N: where `watch` starts (monitor.proto WatchMetricsRequest.from_step: 0 new steps
  * only, N > 0 from step N, -K the last K held steps). */
 #define FROM_MAX 1000000000000L
@@ -399,20 +480,28 @@ static int parse_from(const char *s, long *from)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: cohortctl [--learner HOST:PORT] [--token T] [--tls-ca PEM] COMMAND\n"
+    fprintf(f, "usage: cohortctl [--learner|--server HOST:PORT] [--token T] [--tls-ca PEM] COMMAND\n"
                "  status | watch [--from N] | workers | pause [REASON] | resume | checkpoint\n"
                "  set KEY=VALUE ... (lr, beta, temperature, entropy_coef, eps_low, eps_high)\n"
                "  plot METRICS.jsonl OUT.png\n"
-               "  health [SERVICE]       grpc.health.v1 check of any Cohort server (--learner)\n");
+               "  health [SERVICE]       grpc.health.v1 check of any Cohort server or verifier\n"
+               "  reward-status          a reward service's counters, verifiers and endpoints\n"
+               "  score --task T [--answer A] [--metadata JSON] PROMPT COMPLETION\n"
+               "                         one item scored by a reward service (--server)\n"
+               "--server and --learner are the same option: the address of the server to ask\n"
+               "(default $COHORT_LEARNER, else 127.0.0.1:50051).\n");
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"learner", 1, 0, 'l'}, {"token", 1, 0, 't'},
+    static const struct option opts[] = {{"learner", 1, 0, 'l'}, {"server", 1, 0, 'l'}, {"token", 1, 0, 't'},
                                          {"tls-ca", 1, 0, 'c'},  {"from", 1, 0, 'f'},
+                                         {"task", 1, 0, 'T'},    {"answer", 1, 0, 'a'},
+                                         {"metadata", 1, 0, 'm'},
                                          {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
     const char *target = getenv("COHORT_LEARNER") ? getenv("COHORT_LEARNER") : "127.0.0.1:50051";
     const char *token = getenv("COHORT_TOKEN"), *ca = NULL;
+    const char *task = NULL, *answer = NULL, *meta = NULL;
     long from = -20;
     int opt;
     while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
@@ -420,6 +509,9 @@ int main(int argc, char **argv)
         case 'l': target = optarg; break;
         case 't': token = optarg; break;
         case 'c': ca = optarg; break;
+        case 'T': task = optarg; break;
+        case 'a': answer = optarg; break;
+        case 'm': meta = optarg; break;
         case 'f':
             if (parse_from(optarg, &from))
                 return 2;
@@ -445,12 +537,30 @@ int main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
         if (opt == 'f' && parse_from(optarg, &from))
             return 2;
+        if (opt == 'T')
+            task = optarg;
+        else if (opt == 'a')
+            answer = optarg;
+        else if (opt == 'm')
+            meta = optarg;
+        else if (opt == 'l')
+            target = optarg;
+        else if (opt == 't')
+            token = optarg;
+        else if (opt == 'c')
+            ca = optarg;
         if (opt == '?' || opt == ':') {
             usage(stderr);
             return 2;
         }
     }
     /* every value is checked before anything connects */
+    if (strcmp(cmd, "score") == 0 && (!task || !*task || argc - optind != 2)) {
+        fprintf(stderr, "cohortctl: score needs --task T and two arguments, PROMPT and "
+                        "COMPLETION (e.g. cohortctl --server reward:50052 score --task addition "
+                        "'12+30=' 42)\n");
+        return 2;
+    }
     if (strcmp(cmd, "set") == 0) {
         for (int i = optind; i < argc; i++) {
             char *key = NULL;
@@ -481,6 +591,10 @@ int main(int argc, char **argv)
         rc = cmd_control(ch, 0, NULL);
     else if (strcmp(cmd, "health") == 0)
         rc = cmd_health(ch, optind < argc ? argv[optind] : "");
+    else if (strcmp(cmd, "reward-status") == 0)
+        rc = cmd_reward_status(ch);
+    else if (strcmp(cmd, "score") == 0)
+        rc = cmd_score(ch, task, answer, meta, argv[optind], argv[optind + 1]);
     else if (strcmp(cmd, "checkpoint") == 0)
         rc = cmd_checkpoint(ch);
     else if (strcmp(cmd, "set") == 0 && optind < argc)

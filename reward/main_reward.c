@@ -36,7 +36,7 @@
 #include "cohort/v1/verifier.pb-c.h"
 #include "fsutil.h"
 #include "grpc/health/v1/health.pb-c.h"
-#include "prom.h"
+#include "promserve.h"
 #include "rpc.h"
 #include "scorer.h"
 #include "tsan.h"
@@ -271,6 +271,7 @@ typedef struct job {
     size_t n_done;
     int remote_left; /* pool submissions outstanding */
     int refs;
+    int64_t t_arrived; /* vpool_now_ms() when the call arrived */
     uv_timer_t timer;
 } job;
 
@@ -416,6 +417,8 @@ static void local_run(uv_work_t *w)
             j->results[i].status = SCORE_FAILED;
             snprintf(j->results[i].detail, sizeof j->results[i].detail, "%.200s", err.msg);
         }
+        if (vd) /* a routed item: its time includes the verifiers' */
+            j->results[i].latency_ms = (double)(vpool_now_ms() - j->t_arrived);
     }
     give_scorer(j->svc, idx);
     COH_TSAN_RELEASE(w);
@@ -657,6 +660,7 @@ static void on_score(rpc_call *call, rpc_event ev, void *data)
         rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "cohort-reward is out of memory");
         return;
     }
+    j->t_arrived = t_now;
     j->call = call;
     rpc_call_on_cancel(call, on_job_cancel, j);
     uv_timer_init(s->loop, &j->timer);

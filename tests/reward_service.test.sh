@@ -7,6 +7,7 @@
 #   * a verifier that sleeps past its deadline -> ITEM_TIMED_OUT; one whose endpoint is down ->
 #     ITEM_FAILED; an unknown task -> ITEM_UNKNOWN_TASK; never a silent 0;
 #   * malformed request bytes -> INVALID_ARGUMENT, and the server keeps serving;
+#   * cohortctl --server: score (a built-in task and a routed one), reward-status, health;
 #   * Health answers SERVING; SIGTERM stops it cleanly, printing per-verifier stats.
 # usage: bash tests/reward_service.test.sh BUILD_DIR
 set -euo pipefail
@@ -127,6 +128,26 @@ except grpc.RpcError as e:
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
 print("reward service: scoring, custom verifier, metadata, timeout, down endpoint, bad input: ok")
 PY
+
+# ---- cohortctl against the reward service ------------------------------------------------------
+CTL=("$BUILD/cohortctl" --server "127.0.0.1:$RPORT")
+out=$("${CTL[@]}" score --task addition '12+30=' 42) || { echo "FAIL: cohortctl score (addition): $out" >&2; exit 1; }
+grep -q '^reward 1\.5 (ITEM_OK' <<<"$out" || { echo "FAIL: cohortctl score addition: $out" >&2; exit 1; }
+rc=0; out=$("${CTL[@]}" score --task addition '12+30=' 41) || rc=$?
+[ $rc -eq 0 ] && grep -q '^reward 0\.5 ' <<<"$out" || { echo "FAIL: cohortctl score, wrong answer: $out" >&2; exit 1; }
+out=$("${CTL[@]}" score --task match --metadata '{"target": "ABC"}' 'say ABC' ABC) \
+    || { echo "FAIL: cohortctl score (routed to the verifier): $out" >&2; exit 1; }
+grep -q '^reward 1 ' <<<"$out" || { echo "FAIL: cohortctl score match: $out" >&2; exit 1; }
+rc=0; out=$("${CTL[@]}" score --task nosuchtask p c) || rc=$?
+[ $rc -eq 1 ] && grep -q 'ITEM_UNKNOWN_TASK' <<<"$out" || { echo "FAIL: cohortctl score unknown task (rc $rc): $out" >&2; exit 1; }
+rc=0; out=$("${CTL[@]}" score p c 2>&1) || rc=$?
+[ $rc -eq 2 ] && grep -q 'needs --task' <<<"$out" || { echo "FAIL: cohortctl score without --task (rc $rc): $out" >&2; exit 1; }
+out=$("${CTL[@]}" reward-status) || { echo "FAIL: cohortctl reward-status: $out" >&2; exit 1; }
+grep -q '^verifier match (task match' <<<"$out" && grep -q "endpoint 127.0.0.1:$VPORT serving in rotation" <<<"$out" \
+    || { echo "FAIL: cohortctl reward-status: $out" >&2; exit 1; }
+grep -q "endpoint 127.0.0.1:$DEAD .*OUT of rotation" <<<"$out" || { echo "FAIL: the dead endpoint should be out of rotation: $out" >&2; exit 1; }
+"$BUILD/cohortctl" --server "127.0.0.1:$VPORT" health >/dev/null || { echo "FAIL: cohortctl --server VERIFIER health" >&2; exit 1; }
+echo "cohortctl --server: score, reward-status and health against the reward service and a verifier"
 
 kill -TERM "$RPID"
 for _ in $(seq 50); do kill -0 "$RPID" 2>/dev/null || break; sleep 0.1; done
