@@ -7,13 +7,24 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mm.h"
+
+void la_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (mm_sgemm(openblas_get_num_threads(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
+                 beta, C, ldc) == 0)
+        return;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 void la_linear(float *y, const float *x, const float *W, int N, int n_in, int n_out, int acc)
 {
     if (N == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, n_out, n_in, 1.0f, W, n_in, x, 1, acc ? 1.0f : 0.0f, y, 1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, n_out, n_in, 1.0f, x, n_in, W, n_in,
-                    acc ? 1.0f : 0.0f, y, n_out);
+        la_sgemm(0, 1, N, n_out, n_in, 1.0f, x, n_in, W, n_in, acc ? 1.0f : 0.0f, y, n_out);
 }
 
 void la_linear_dx(float *dx, const float *dy, const float *W, int N, int n_in, int n_out, int acc)
@@ -21,13 +32,12 @@ void la_linear_dx(float *dx, const float *dy, const float *W, int N, int n_in, i
     if (N == 1)
         cblas_sgemv(CblasRowMajor, CblasTrans, n_out, n_in, 1.0f, W, n_in, dy, 1, acc ? 1.0f : 0.0f, dx, 1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, n_in, n_out, 1.0f, dy, n_out, W, n_in,
-                    acc ? 1.0f : 0.0f, dx, n_in);
+        la_sgemm(0, 0, N, n_in, n_out, 1.0f, dy, n_out, W, n_in, acc ? 1.0f : 0.0f, dx, n_in);
 }
 
 void la_linear_dw(float *dW, const float *dy, const float *x, int N, int n_in, int n_out)
 {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, N, 1.0f, dy, n_out, x, n_in, 1.0f, dW, n_in);
+    la_sgemm(1, 0, n_out, n_in, N, 1.0f, dy, n_out, x, n_in, 1.0f, dW, n_in);
 }
 
 const char *la_blas_corename(void) { return openblas_get_corename(); }

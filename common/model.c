@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
-
+#include "kern.h"
 #include "linalg.h"
+#include "mm.h"
 #include "private/model_internal.h"
 #include "rng.h"
 
@@ -58,6 +58,7 @@ struct model_ws {
     float *dlogits; /* [N, V] */
     /* backward scratch */
     float *dres, *dxn, *dq, *dk, *dv, *dao, *dS, *dgate, *dup;
+    float *kt; /* [hd, max_T] one head's keys (values) transposed, for mm_att_* */
     float *slab;
 };
 
@@ -261,7 +262,8 @@ int model_ws_create(const model *m, int max_B, int max_T, model_ws **out, coh_er
     size_t att = (size_t)max_B * (size_t)c->n_heads * (size_t)max_T * (size_t)max_T;
     size_t per_layer = N * (4 * D + qd + 2 * kvd + qd + 3 * F + 2) + att;
     size_t total = per_layer * (size_t)c->n_layers + N * (2 * D + 1 + 2 * V) +
-                   /* scratch */ N * (2 * D + 2 * qd + 2 * kvd + 2 * F) + (size_t)max_T * max_T;
+                   /* scratch */ N * (2 * D + 2 * qd + 2 * kvd + 2 * F) + (size_t)max_T * max_T +
+                   hd * (size_t)max_T;
     model_ws *ws = calloc(1, sizeof *ws);
     if (!ws)
         return coh_fail(err, COH_ENOMEM, "model_ws_create: out of memory");
@@ -310,6 +312,7 @@ int model_ws_create(const model *m, int max_B, int max_T, model_ws **out, coh_er
     TAKE(ws->dgate, N * F);
     TAKE(ws->dup, N * F);
     TAKE(ws->dS, (size_t)max_T * max_T);
+    TAKE(ws->kt, hd * max_T);
 #undef TAKE
     *out = ws;
     return COH_OK;
@@ -335,36 +338,7 @@ const float *model__ws_v(const model_ws *ws, int l) { return ws->layer[l].v; }
 
 void model__rmsnorm(float *out, float *rstd, const float *x, const float *w, int N, int D, float eps)
 {
-    for (int n = 0; n < N; n++) {
-        const float *xr = x + (size_t)n * D;
-        float *o = out + (size_t)n * D;
-        double ss = 0.0;
-        for (int i = 0; i < D; i++)
-            ss += (double)xr[i] * xr[i];
-        float r = (float)(1.0 / sqrt(ss / D + (double)eps));
-        if (rstd)
-            rstd[n] = r;
-        for (int i = 0; i < D; i++)
-            o[i] = xr[i] * r * w[i];
-    }
-}
-
-/* dx[N, D] += backward of out = x * rstd * w; dw[D] += sum over rows of dout * x * rstd. */
-static void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x,
-                             const float *w, const float *rstd, int N, int D)
-{
-    for (int n = 0; n < N; n++) {
-        const float *xr = x + (size_t)n * D, *dy = dout + (size_t)n * D;
-        float *dxr = dx + (size_t)n * D;
-        double r = rstd[n], dot = 0.0;
-        for (int i = 0; i < D; i++) {
-            dot += (double)dy[i] * w[i] * xr[i];
-            dw[i] += (float)(dy[i] * xr[i] * r);
-        }
-        double k = dot * r * r * r / D;
-        for (int i = 0; i < D; i++)
-            dxr[i] += (float)(r * dy[i] * w[i] - k * xr[i]);
-    }
+    kern_rmsnorm(out, rstd, x, w, N, D, eps);
 }
 
 void model__rope(float *x, int N, int T, int pos0, int nh, int hd, const float *cos_t,
@@ -373,16 +347,8 @@ void model__rope(float *x, int N, int T, int pos0, int nh, int hd, const float *
     int half = hd / 2;
     for (int n = 0; n < N; n++) {
         int pos = pos0 + n % T;
-        const float *cs = cos_t + (size_t)pos * half, *sn = sin_t + (size_t)pos * half;
-        for (int h = 0; h < nh; h++) {
-            float *v = x + (size_t)n * nh * hd + (size_t)h * hd;
-            for (int i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half];
-                float s = inverse ? -sn[i] : sn[i];
-                v[i] = a * cs[i] - b * s;
-                v[i + half] = b * cs[i] + a * s;
-            }
-        }
+        kern_rope(x + (size_t)n * nh * hd, nh, hd, cos_t + (size_t)pos * half,
+                  sin_t + (size_t)pos * half, inverse);
     }
 }
 
@@ -405,7 +371,68 @@ static void bias_backward(float *db, const float *dy, int N, int n)
     }
 }
 
-static float silu(float g) { return g / (1.0f + expf(-g)); }
+/* ---- attention with mm_att_* (AVX-512, hd a multiple of 16) ------------------------------ */
+
+static int att_fast(int hd) { return hd % 16 == 0 && mm_available(); }
+
+/* dst[hd, T] = the hd columns of head kh of x[T, ld] (one sequence), transposed. */
+static void head_transpose(float *dst, const float *x, int ld, int T, int hd)
+{
+    for (int t = 0; t < T; t++) {
+        const float *row = x + (size_t)t * ld;
+        for (int d = 0; d < hd; d++)
+            dst[(size_t)d * T + t] = row[d];
+    }
+}
+
+static void attention_forward_fast(ws_layer *a, float *kt, int B, int T, int H, int KVH, int hd,
+                                   float scale)
+{
+    int qd = H * hd, kvd = KVH * hd, grp = H / KVH;
+    for (int b = 0; b < B; b++)
+        for (int kh = 0; kh < KVH; kh++) {
+            const float *k = a->k + (size_t)b * T * kvd + (size_t)kh * hd;
+            const float *v = a->v + (size_t)b * T * kvd + (size_t)kh * hd;
+            head_transpose(kt, k, kvd, T, hd);
+            for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+                float *S = a->att + ((size_t)b * H + h) * T * T;
+                const float *q = a->q + (size_t)b * T * qd + (size_t)h * hd;
+                mm_att_qk(T, hd, scale, q, qd, kt, S);
+                for (int i = 0; i < T; i++)
+                    kern_softmax_row(S + (size_t)i * T, i + 1, T);
+                mm_att_pv(T, hd, 1.0f, S, v, kvd, a->ao + (size_t)b * T * qd + (size_t)h * hd, qd,
+                          0);
+            }
+        }
+}
+
+/* ws->dao -> ws->dq (overwritten), ws->dk and ws->dv (added into). */
+static void attention_backward_fast(const ws_layer *a, model_ws *ws, int B, int T, int H, int KVH,
+                                    int hd, float scale)
+{
+    int qd = H * hd, kvd = KVH * hd, grp = H / KVH;
+    float *dS = ws->dS;
+    for (int b = 0; b < B; b++)
+        for (int kh = 0; kh < KVH; kh++) {
+            const float *k = a->k + (size_t)b * T * kvd + (size_t)kh * hd;
+            const float *v = a->v + (size_t)b * T * kvd + (size_t)kh * hd;
+            float *dk = ws->dk + (size_t)b * T * kvd + (size_t)kh * hd;
+            float *dv = ws->dv + (size_t)b * T * kvd + (size_t)kh * hd;
+            head_transpose(ws->kt, v, kvd, T, hd);
+            for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+                const float *S = a->att + ((size_t)b * H + h) * T * T;
+                const float *q = a->q + (size_t)b * T * qd + (size_t)h * hd;
+                const float *dO = ws->dao + (size_t)b * T * qd + (size_t)h * hd;
+                float *dq = ws->dq + (size_t)b * T * qd + (size_t)h * hd;
+                mm_att_qk(T, hd, 1.0f, dO, qd, ws->kt, dS); /* dP = dO V^T */
+                mm_att_ptv(T, hd, 1.0f, S, dO, qd, dv, kvd); /* dV += P^T dO */
+                for (int i = 0; i < T; i++)
+                    kern_softmax_bwd_row(dS + (size_t)i * T, S + (size_t)i * T, i + 1, T);
+                mm_att_pv(T, hd, scale, dS, k, kvd, dq, qd, 0); /* dQ = scale dS K */
+                mm_att_ptv(T, hd, scale, dS, q, qd, dk, kvd);  /* dK += scale dS^T Q */
+            }
+        }
+}
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
@@ -452,35 +479,22 @@ int model_forward(const model *m, model_ws *ws, const int *tokens, int B, int T,
         model__rope(a->q, N, T, 0, H, hd, m->rope_cos, m->rope_sin, 0);
         model__rope(a->k, N, T, 0, KVH, hd, m->rope_cos, m->rope_sin, 0);
 
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++) {
-                int kh = h / grp;
-                float *S = a->att + ((size_t)b * H + h) * T * T;
-                const float *q = a->q + (size_t)b * T * qd + (size_t)h * hd;
-                const float *k = a->k + (size_t)b * T * kvd + (size_t)kh * hd;
-                const float *v = a->v + (size_t)b * T * kvd + (size_t)kh * hd;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, qd, k,
-                            kvd, 0.0f, S, T);
-                for (int i = 0; i < T; i++) {
-                    float *row = S + (size_t)i * T;
-                    float mx = row[0];
-                    for (int j = 1; j <= i; j++)
-                        if (row[j] > mx)
-                            mx = row[j];
-                    double sum = 0.0;
-                    for (int j = 0; j <= i; j++) {
-                        row[j] = expf(row[j] - mx);
-                        sum += row[j];
-                    }
-                    float inv = (float)(1.0 / sum);
-                    for (int j = 0; j <= i; j++)
-                        row[j] *= inv;
-                    for (int j = i + 1; j < T; j++)
-                        row[j] = 0.0f;
+        if (att_fast(hd))
+            attention_forward_fast(a, ws->kt, B, T, H, KVH, hd, scale);
+        else
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < H; h++) {
+                    int kh = h / grp;
+                    float *S = a->att + ((size_t)b * H + h) * T * T;
+                    const float *q = a->q + (size_t)b * T * qd + (size_t)h * hd;
+                    const float *k = a->k + (size_t)b * T * kvd + (size_t)kh * hd;
+                    const float *v = a->v + (size_t)b * T * kvd + (size_t)kh * hd;
+                    la_sgemm(0, 1, T, T, hd, scale, q, qd, k, kvd, 0.0f, S, T);
+                    for (int i = 0; i < T; i++)
+                        kern_softmax_row(S + (size_t)i * T, i + 1, T);
+                    la_sgemm(0, 0, T, hd, T, 1.0f, S, T, v, kvd, 0.0f,
+                             a->ao + (size_t)b * T * qd + (size_t)h * hd, qd);
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, S, T, v,
-                            kvd, 0.0f, a->ao + (size_t)b * T * qd + (size_t)h * hd, qd);
-            }
         memcpy(a->xmid, a->x, (size_t)N * D * sizeof(float));
         la_linear(a->xmid, a->ao, P + W->wo, N, qd, D, 1);
         if (c->o_bias)
@@ -489,8 +503,7 @@ int model_forward(const model *m, model_ws *ws, const int *tokens, int B, int T,
         model__rmsnorm(a->xn2, a->rstd2, a->xmid, P + W->mlp_norm, N, D, c->rms_eps);
         la_linear(a->gate, a->xn2, P + W->gate, N, D, F, 0);
         la_linear(a->up, a->xn2, P + W->up, N, D, F, 0);
-        for (size_t i = 0; i < (size_t)N * F; i++)
-            a->hact[i] = silu(a->gate[i]) * a->up[i];
+        kern_swiglu(a->hact, a->gate, a->up, (size_t)N * F);
         memcpy(xnext, a->xmid, (size_t)N * D * sizeof(float));
         la_linear(xnext, a->hact, P + W->down, N, F, D, 1);
     }
@@ -518,7 +531,7 @@ int model_backward(const model *m, model_ws *ws, const float *dlogits, float *gr
     la_linear_dw(grads + m->off_head, dlogits, ws->xnf, N, D, V);
     la_linear_dx(dxn, dlogits, P + m->off_head, N, D, V, 0);
     memset(dres, 0, (size_t)N * D * sizeof(float));
-    rmsnorm_backward(dres, grads + m->off_norm, dxn, ws->xout, P + m->off_norm, ws->rstdf, N, D);
+    kern_rmsnorm_bwd(dres, grads + m->off_norm, dxn, ws->xout, P + m->off_norm, ws->rstdf, N, D);
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const model__layer *W = &m->layers[l];
@@ -528,18 +541,12 @@ int model_backward(const model *m, model_ws *ws, const float *dlogits, float *gr
         la_linear_dw(grads + W->down, dres, a->hact, N, F, D);
         float *dh = ws->dgate; /* reuse: dh then dgate in place */
         la_linear_dx(dh, dres, P + W->down, N, F, D, 0);
-        for (size_t i = 0; i < (size_t)N * F; i++) {
-            float g = a->gate[i];
-            float s = 1.0f / (1.0f + expf(-g));
-            float sl = g * s;
-            ws->dup[i] = dh[i] * sl;
-            ws->dgate[i] = dh[i] * a->up[i] * (s * (1.0f + g * (1.0f - s)));
-        }
+        kern_swiglu_bwd(ws->dgate, ws->dup, dh, a->gate, a->up, (size_t)N * F);
         la_linear_dw(grads + W->gate, ws->dgate, a->xn2, N, D, F);
         la_linear_dw(grads + W->up, ws->dup, a->xn2, N, D, F);
         la_linear_dx(dxn, ws->dgate, P + W->gate, N, D, F, 0);
         la_linear_dx(dxn, ws->dup, P + W->up, N, D, F, 1);
-        rmsnorm_backward(dres, grads + W->mlp_norm, dxn, a->xmid, P + W->mlp_norm, a->rstd2, N, D);
+        kern_rmsnorm_bwd(dres, grads + W->mlp_norm, dxn, a->xmid, P + W->mlp_norm, a->rstd2, N, D);
 
         /* attention: xmid = x + o_proj(ao); dres is now d/dxmid */
         la_linear_dw(grads + W->wo, dres, a->ao, N, qd, D);
@@ -548,41 +555,31 @@ int model_backward(const model *m, model_ws *ws, const float *dlogits, float *gr
         la_linear_dx(ws->dao, dres, P + W->wo, N, qd, D, 0);
         memset(ws->dk, 0, (size_t)N * kvd * sizeof(float));
         memset(ws->dv, 0, (size_t)N * kvd * sizeof(float));
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++) {
-                int kh = h / grp;
-                const float *S = a->att + ((size_t)b * H + h) * T * T;
-                const float *q = a->q + (size_t)b * T * qd + (size_t)h * hd;
-                const float *k = a->k + (size_t)b * T * kvd + (size_t)kh * hd;
-                const float *v = a->v + (size_t)b * T * kvd + (size_t)kh * hd;
-                const float *dO = ws->dao + (size_t)b * T * qd + (size_t)h * hd;
-                float *dq = ws->dq + (size_t)b * T * qd + (size_t)h * hd;
-                float *dk = ws->dk + (size_t)b * T * kvd + (size_t)kh * hd;
-                float *dv = ws->dv + (size_t)b * T * kvd + (size_t)kh * hd;
-                float *dS = ws->dS;
-                /* dP = dO V^T ; dV += P^T dO */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, qd, v,
-                            kvd, 0.0f, dS, T);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, S, T, dO, qd,
-                            1.0f, dv, kvd);
-                /* softmax backward: dS = P * (dP - sum_j P dP) */
-                for (int i = 0; i < T; i++) {
-                    const float *pr = S + (size_t)i * T;
-                    float *dr = dS + (size_t)i * T;
-                    double dot = 0.0;
-                    for (int j = 0; j <= i; j++)
-                        dot += (double)pr[j] * dr[j];
-                    for (int j = 0; j <= i; j++)
-                        dr[j] = pr[j] * (dr[j] - (float)dot);
-                    for (int j = i + 1; j < T; j++)
-                        dr[j] = 0.0f;
+        if (att_fast(hd))
+            attention_backward_fast(a, ws, B, T, H, KVH, hd, scale);
+        else
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < H; h++) {
+                    int kh = h / grp;
+                    const float *S = a->att + ((size_t)b * H + h) * T * T;
+                    const float *q = a->q + (size_t)b * T * qd + (size_t)h * hd;
+                    const float *k = a->k + (size_t)b * T * kvd + (size_t)kh * hd;
+                    const float *v = a->v + (size_t)b * T * kvd + (size_t)kh * hd;
+                    const float *dO = ws->dao + (size_t)b * T * qd + (size_t)h * hd;
+                    float *dq = ws->dq + (size_t)b * T * qd + (size_t)h * hd;
+                    float *dk = ws->dk + (size_t)b * T * kvd + (size_t)kh * hd;
+                    float *dv = ws->dv + (size_t)b * T * kvd + (size_t)kh * hd;
+                    float *dS = ws->dS;
+                    /* dP = dO V^T ; dV += P^T dO */
+                    la_sgemm(0, 1, T, T, hd, 1.0f, dO, qd, v, kvd, 0.0f, dS, T);
+                    la_sgemm(1, 0, T, hd, T, 1.0f, S, T, dO, qd, 1.0f, dv, kvd);
+                    /* softmax backward: dS = P * (dP - sum_j P dP) */
+                    for (int i = 0; i < T; i++)
+                        kern_softmax_bwd_row(dS + (size_t)i * T, S + (size_t)i * T, i + 1, T);
+                    /* dQ = scale dS K ; dK += scale dS^T Q */
+                    la_sgemm(0, 0, T, hd, T, scale, dS, T, k, kvd, 0.0f, dq, qd);
+                    la_sgemm(1, 0, T, hd, T, scale, dS, T, q, qd, 1.0f, dk, kvd);
                 }
-                /* dQ = scale dS K ; dK += scale dS^T Q */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dS, T, k,
-                            kvd, 0.0f, dq, qd);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dS, T, q, qd,
-                            1.0f, dk, kvd);
-            }
         model__rope(ws->dq, N, T, 0, H, hd, m->rope_cos, m->rope_sin, 1);
         model__rope(ws->dk, N, T, 0, KVH, hd, m->rope_cos, m->rope_sin, 1);
         if (c->qkv_bias) { /* dq, dk, dv are now gradients of the projections' outputs */
@@ -596,7 +593,7 @@ int model_backward(const model *m, model_ws *ws, const float *dlogits, float *gr
         la_linear_dx(dxn, ws->dq, P + W->wq, N, D, qd, 0);
         la_linear_dx(dxn, ws->dk, P + W->wk, N, D, kvd, 1);
         la_linear_dx(dxn, ws->dv, P + W->wv, N, D, kvd, 1);
-        rmsnorm_backward(dres, grads + W->attn_norm, dxn, a->x, P + W->attn_norm, a->rstd1, N, D);
+        kern_rmsnorm_bwd(dres, grads + W->attn_norm, dxn, a->x, P + W->attn_norm, a->rstd1, N, D);
     }
     /* embedding: scatter-add (tied heads accumulate into the same rows) */
     float *gE = grads + m->off_embed;

@@ -241,6 +241,21 @@ int rpc_call_fail_reason(rpc_call *c, grpc_status_code code, const char *reason,
  * COH_EINVAL (not a server stream), COH_ENOMEM. */
 int rpc_call_send(rpc_call *c, const uint8_t *bytes, size_t len, rpc_sent_cb cb, void *data);
 int rpc_call_send_msg(rpc_call *c, const ProtobufCMessage *msg, rpc_sent_cb cb, void *data);
+/* One piece of a message for rpc_call_send_parts. With release NULL the bytes are copied
+ * at once; otherwise they are BORROWED without copying (a gRPC slice over them) and must
+ * stay alive and unchanged until release(release_data) runs, which happens exactly once,
+ * on any thread (a gRPC thread, typically after the bytes reached the socket). */
+typedef struct rpc_part {
+    const uint8_t *bytes;
+    size_t len;
+    void (*release)(void *release_data);
+    void *release_data;
+} rpc_part;
+/* Server stream: send one message made of n parts (concatenated), as rpc_call_send. Every
+ * borrowed part's release runs exactly once whatever this returns (on failure before it
+ * returns, or later). */
+int rpc_call_send_parts(rpc_call *c, const rpc_part *parts, size_t n, rpc_sent_cb cb,
+                        void *data);
 /* Server stream: end the stream with status code (OK or not) and message (may be NULL).
  * May be called while a send is in flight: it goes out after that send (its on_sent still
  * runs first). Releases the call. Returns as rpc_call_reply. */
@@ -317,6 +332,17 @@ int rpc_stream_open(rpc_channel *ch, const char *method, const uint8_t *req, siz
  * rpc_stream_next or rpc_stream_close), 0 at the end of a stream that finished OK, or
  * rpc_status_to_coh(code) < 0 when it ended with an error (rpc_stream_status tells). */
 int rpc_stream_next(rpc_stream *st, const uint8_t **msg, size_t *len);
+/* A piece of a received message (rpc_stream_next_pieces). */
+typedef struct rpc_piece {
+    const uint8_t *bytes;
+    size_t len;
+} rpc_piece;
+/* rpc_stream_next without gathering the message into one buffer: *pieces / *n get the
+ * message as gRPC holds it (the slices it arrived in, concatenated in order; n may be 0 for
+ * an empty message), valid until the next rpc_stream_next* or rpc_stream_close. Same
+ * return values as rpc_stream_next. For receivers that copy the bytes once, to their
+ * final place. */
+int rpc_stream_next_pieces(rpc_stream *st, const rpc_piece **pieces, size_t *n);
 /* The final status once rpc_stream_next returned <= 0, else NULL. */
 const rpc_status *rpc_stream_status(const rpc_stream *st);
 /* Cancel the call; a blocked rpc_stream_next returns with CANCELLED. Any thread. */

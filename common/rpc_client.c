@@ -14,6 +14,7 @@
 #include "private/rpc_internal.h"
 #include "tsan.h"
 
+#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 #include <stdlib.h>
@@ -45,6 +46,11 @@ struct rpc_stream {
     rpc_status st;
     grpc_slice cur; /* the message last returned */
     int has_cur;
+    grpc_byte_buffer *curbuf; /* ... or, from rpc_stream_next_pieces, its buffer */
+    grpc_byte_buffer_reader rd;
+    int has_rd;
+    rpc_piece *pv; /* the pieces of curbuf */
+    size_t pv_cap;
 };
 
 struct rpc_writer {
@@ -122,7 +128,20 @@ int rpc_channel_create(const char *target, const rpc_channel_config *cfg, rpc_ch
         args[na].value.string = (char *)cfg->tls_server_name;
         na++;
     }
-    grpc_channel_args cargs = {na, args};
+    /* TEMP-H4 experiment */
+    static grpc_arg xa[8];
+    size_t nx = 0;
+    const char *ev;
+    if ((ev = getenv("H4_LOOKAHEAD"))) { xa[nx].type = GRPC_ARG_INTEGER; xa[nx].key = GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES; xa[nx++].value.integer = atoi(ev); }
+    if ((ev = getenv("H4_FRAME"))) { xa[nx].type = GRPC_ARG_INTEGER; xa[nx].key = GRPC_ARG_HTTP2_MAX_FRAME_SIZE; xa[nx++].value.integer = atoi(ev); }
+    if ((ev = getenv("H4_BDP"))) { xa[nx].type = GRPC_ARG_INTEGER; xa[nx].key = GRPC_ARG_HTTP2_BDP_PROBE; xa[nx++].value.integer = atoi(ev); }
+    if ((ev = getenv("H4_READ"))) { xa[nx].type = GRPC_ARG_INTEGER; xa[nx].key = GRPC_ARG_TCP_READ_CHUNK_SIZE; xa[nx++].value.integer = atoi(ev);
+        xa[nx].type = GRPC_ARG_INTEGER; xa[nx].key = GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE; xa[nx++].value.integer = atoi(ev);
+        xa[nx].type = GRPC_ARG_INTEGER; xa[nx].key = GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE; xa[nx++].value.integer = atoi(ev); }
+    grpc_arg all[16];
+    memcpy(all, args, na * sizeof *args);
+    memcpy(all + na, xa, nx * sizeof *xa);
+    grpc_channel_args cargs = {na + nx, all};
 
     grpc_init();
     grpc_channel_credentials *creds =
@@ -442,6 +461,14 @@ static void stream_drop_cur(rpc_stream *s)
         grpc_slice_unref(s->cur);
         s->has_cur = 0;
     }
+    if (s->has_rd) {
+        grpc_byte_buffer_reader_destroy(&s->rd);
+        s->has_rd = 0;
+    }
+    if (s->curbuf) {
+        grpc_byte_buffer_destroy(s->curbuf);
+        s->curbuf = NULL;
+    }
 }
 
 static int stream_end(rpc_stream *s)
@@ -452,14 +479,10 @@ static int stream_end(rpc_stream *s)
     return s->result;
 }
 
-int rpc_stream_next(rpc_stream *s, const uint8_t **msg, size_t *len)
+/* Receive the next message into *rb (NULL at the end); 1 = got one, else the batch failed
+ * or the stream ended. */
+static int stream_recv(rpc_stream *s, grpc_byte_buffer **rb)
 {
-    *msg = NULL;
-    *len = 0;
-    stream_drop_cur(s);
-    if (s->done)
-        return s->result;
-    grpc_byte_buffer *rb = NULL;
     grpc_op ops[2];
     size_t n = 0;
     memset(ops, 0, sizeof ops);
@@ -469,11 +492,71 @@ int rpc_stream_next(rpc_stream *s, const uint8_t **msg, size_t *len)
         n++;
     }
     ops[n].op = GRPC_OP_RECV_MESSAGE;
-    ops[n].data.recv_message.recv_message = &rb;
+    ops[n].data.recv_message.recv_message = rb;
     n++;
     int ok = ccall_batch(&s->cc, ops, n, &s->st);
     s->got_md = 1;
-    if (ok == 1 && rb) {
+    return ok == 1 && *rb;
+}
+
+int rpc_stream_next_pieces(rpc_stream *s, const rpc_piece **pieces, size_t *n)
+{
+    *pieces = NULL;
+    *n = 0;
+    stream_drop_cur(s);
+    if (s->done)
+        return s->result;
+    grpc_byte_buffer *rb = NULL;
+    if (!stream_recv(s, &rb)) {
+        if (rb)
+            grpc_byte_buffer_destroy(rb);
+        return stream_end(s);
+    }
+    s->curbuf = rb;
+    /* the reader decompresses a compressed message; an uncompressed one is read in place */
+    if (!grpc_byte_buffer_reader_init(&s->rd, rb)) {
+        grpc_call_cancel(s->cc.call, NULL);
+        stream_drop_cur(s);
+        stream_end(s);
+        rpc__status_setf(&s->st, GRPC_STATUS_INTERNAL, "could not read a stream message");
+        return s->result = COH_EFORMAT;
+    }
+    s->has_rd = 1;
+    size_t k = 0;
+    grpc_slice *sl;
+    while (grpc_byte_buffer_reader_peek(&s->rd, &sl)) {
+        if (k == s->pv_cap) {
+            size_t cap = s->pv_cap ? 2 * s->pv_cap : 16;
+            rpc_piece *pv = realloc(s->pv, cap * sizeof *pv);
+            if (!pv) {
+                grpc_call_cancel(s->cc.call, NULL);
+                stream_drop_cur(s);
+                stream_end(s);
+                rpc__status_setf(&s->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+                return s->result = COH_ENOMEM;
+            }
+            s->pv = pv;
+            s->pv_cap = cap;
+        }
+        s->pv[k].bytes = GRPC_SLICE_START_PTR(*sl);
+        s->pv[k].len = GRPC_SLICE_LENGTH(*sl);
+        k++;
+    }
+    static const rpc_piece none[1];
+    *pieces = k ? s->pv : none;
+    *n = k;
+    return 1;
+}
+
+int rpc_stream_next(rpc_stream *s, const uint8_t **msg, size_t *len)
+{
+    *msg = NULL;
+    *len = 0;
+    stream_drop_cur(s);
+    if (s->done)
+        return s->result;
+    grpc_byte_buffer *rb = NULL;
+    if (stream_recv(s, &rb)) {
         int rc = rpc__buffer_read(rb, &s->cur);
         grpc_byte_buffer_destroy(rb);
         if (rc != COH_OK) {
@@ -524,6 +607,7 @@ int rpc_stream_close(rpc_stream *s, rpc_status *status)
         *status = s->st;
     grpc_metadata_array_destroy(&s->imd);
     ccall_close(&s->cc);
+    free(s->pv);
     free(s);
     return rc;
 }

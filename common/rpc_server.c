@@ -1099,6 +1099,49 @@ int rpc_call_send(rpc_call *c, const uint8_t *bytes, size_t len, rpc_sent_cb cb,
     return send_buffer(c, rpc__buffer_from_bytes(bytes, len), cb, data);
 }
 
+static void release_parts(const rpc_part *parts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (parts[i].release)
+            parts[i].release(parts[i].release_data);
+}
+
+int rpc_call_send_parts(rpc_call *c, const rpc_part *parts, size_t n, rpc_sent_cb cb,
+                        void *data)
+{
+    int bad = c->method->kind != RPC_SERVER_STREAM || (!parts && n) || n > 64;
+    for (size_t i = 0; !bad && i < n; i++)
+        bad = !parts[i].bytes && parts[i].len;
+    if (bad) {
+        release_parts(parts, parts ? n : 0);
+        return COH_EINVAL;
+    }
+    if (c->answered || c->cancelled || c->op != OP_NONE) {
+        release_parts(parts, n);
+        return COH_ESTATE;
+    }
+    grpc_slice sl[64];
+    size_t ns = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!parts[i].len) {
+            if (parts[i].release)
+                parts[i].release(parts[i].release_data);
+            continue;
+        }
+        if (parts[i].release)
+            /* gRPC unrefs the slice (and so calls release) when it is done with the bytes */
+            sl[ns++] = grpc_slice_new_with_user_data((void *)parts[i].bytes, parts[i].len,
+                                                     parts[i].release, parts[i].release_data);
+        else
+            sl[ns++] = grpc_slice_from_copied_buffer((const char *)parts[i].bytes,
+                                                     parts[i].len);
+    }
+    grpc_byte_buffer *b = grpc_raw_byte_buffer_create(sl, ns);
+    for (size_t i = 0; i < ns; i++)
+        grpc_slice_unref(sl[i]);
+    return send_buffer(c, b, cb, data);
+}
+
 int rpc_call_send_msg(rpc_call *c, const ProtobufCMessage *msg, rpc_sent_cb cb, void *data)
 {
     if (c->method->kind != RPC_SERVER_STREAM || !msg)

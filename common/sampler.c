@@ -1,28 +1,43 @@
 /* sampler.c - batched autoregressive sampling with a KV cache (see sampler.h).
  *
- * Prefill runs the prompt once through model_forward (batch 1) and copies its keys/values
- * into every row's cache; decoding then advances all live rows one position per step.
+ * The sampler runs its own forward over a few rows at a time (forward_rows): each row is one
+ * token at one position of one KV-cache row. Prefill feeds the prompt's positions as rows
+ * (chunks of up to PF_ROWS) into one cache row and computes logits for the last position
+ * only; the prefix is then copied to every row of the group. Decoding advances all live rows
+ * one position per step, every weight matrix streamed once per step for all rows
+ * (gv_linear, common/gemv.h), the lm_head included. Nothing is allocated per token.
  */
 #include "sampler.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemv.h"
 #include "linalg.h"
 #include "private/model_internal.h"
-#include "softmax.h"
+
+/* Prefill runs the prompt in chunks of up to PF_ROWS positions. */
+#define PF_ROWS 64
+/* The draw scans block sums of SM_BLOCK probabilities before scanning one block. */
+#define SM_BLOCK 256
+/* Rows from which a Linear layer goes to OpenBLAS's sgemm instead of gv_linear. */
+#define GEMM_MIN_ROWS 32
 
 struct sampler {
     const model *m;
-    int max_batch, max_seq;
-    model_ws *pre;           /* prefill workspace: 1 x max_seq */
+    int max_batch, max_seq, max_rows; /* max_rows = max(max_batch, min(max_seq, PF_ROWS)) */
     float *kc, *vc;          /* [L, max_batch, max_seq, kvd] */
-    float *x, *xn, *q, *k, *v, *ao, *gate, *up, *logits; /* per live row scratch */
-    float *scores;           /* [max_seq] */
-    int *rows;               /* live rows: index into the caller's n rows */
-    int *cur;                /* [max_batch] last sampled token per live slot */
+    float *x, *xn, *q, *k, *v, *ao, *gate, *up; /* [max_rows, .] */
+    float *logits;           /* [max_batch, V] */
+    float *att;              /* [H / KVH, max_seq] attention probabilities of one KV head */
+    float *e;                /* [V] exp(logits / T - max) of one row */
+    double *bsum;            /* [V / SM_BLOCK rounded up] block sums of e */
+    int *rows;               /* live rows: index into the caller's n rows (= cache row) */
+    int *cur;                /* [max_rows] input token per row of a forward */
+    int *crow;               /* [max_rows] cache row per row of a forward */
+    int *pos;                /* [max_rows] position per row of a forward */
+    int *plen;               /* [max_batch] prompt length per row */
     struct sm_pi { double p; int i; } *order; /* [V] for top-k / top-p */
     float *slab;
 };
@@ -80,21 +95,25 @@ int sampler_create(const model *m, int max_batch, int max_seq, sampler **out, co
     s->m = m;
     s->max_batch = max_batch;
     s->max_seq = max_seq;
-    int rc = model_ws_create(m, 1, max_seq, &s->pre, err);
-    if (rc) {
-        free(s);
-        return rc;
-    }
+    int pf = max_seq < PF_ROWS ? max_seq : PF_ROWS;
+    s->max_rows = max_batch > pf ? max_batch : pf;
     size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
     size_t hd = (size_t)model_config_head_dim(c), qd = (size_t)c->n_heads * hd,
-           kvd = (size_t)c->n_kv_heads * hd, nb = (size_t)max_batch;
+           kvd = (size_t)c->n_kv_heads * hd, nb = (size_t)max_batch, nr = (size_t)s->max_rows;
+    size_t grp = (size_t)(c->n_heads / c->n_kv_heads), nblk = (V + SM_BLOCK - 1) / SM_BLOCK;
     size_t cache = (size_t)c->n_layers * nb * (size_t)max_seq * kvd;
-    size_t total = 2 * cache + nb * (2 * D + 2 * qd + 2 * kvd + 2 * F + V) + (size_t)max_seq;
+    size_t total = 2 * cache + nr * (2 * D + 2 * qd + 2 * kvd + 2 * F) + nb * V +
+                   grp * (size_t)max_seq + V;
     s->slab = malloc(total * sizeof(float));
+    s->bsum = malloc(nblk * sizeof(double));
     s->rows = malloc(nb * sizeof(int));
-    s->cur = malloc(nb * sizeof(int));
+    s->cur = malloc(nr * sizeof(int));
+    s->crow = malloc(nr * sizeof(int));
+    s->pos = malloc(nr * sizeof(int));
+    s->plen = malloc(nb * sizeof(int));
     s->order = malloc(V * sizeof *s->order);
-    if (!s->slab || !s->rows || !s->cur || !s->order) {
+    if (!s->slab || !s->bsum || !s->rows || !s->cur || !s->crow || !s->pos || !s->plen ||
+        !s->order) {
         sampler_destroy(s);
         return coh_fail(err, COH_ENOMEM, "sampler_create: cannot allocate %.1f MB of KV cache",
                         (double)total * 4.0 / 1e6);
@@ -103,16 +122,17 @@ int sampler_create(const model *m, int max_batch, int max_seq, sampler **out, co
 #define TAKE(dst, n) (dst = p, p += (n))
     TAKE(s->kc, cache);
     TAKE(s->vc, cache);
-    TAKE(s->x, nb * D);
-    TAKE(s->xn, nb * D);
-    TAKE(s->q, nb * qd);
-    TAKE(s->ao, nb * qd);
-    TAKE(s->k, nb * kvd);
-    TAKE(s->v, nb * kvd);
-    TAKE(s->gate, nb * F);
-    TAKE(s->up, nb * F);
+    TAKE(s->x, nr * D);
+    TAKE(s->xn, nr * D);
+    TAKE(s->q, nr * qd);
+    TAKE(s->ao, nr * qd);
+    TAKE(s->k, nr * kvd);
+    TAKE(s->v, nr * kvd);
+    TAKE(s->gate, nr * F);
+    TAKE(s->up, nr * F);
     TAKE(s->logits, nb * V);
-    TAKE(s->scores, (size_t)max_seq);
+    TAKE(s->att, grp * (size_t)max_seq);
+    TAKE(s->e, V);
 #undef TAKE
     *out = s;
     return COH_OK;
@@ -122,10 +142,13 @@ void sampler_destroy(sampler *s)
 {
     if (!s)
         return;
-    model_ws_destroy(s->pre);
     free(s->slab);
+    free(s->bsum);
     free(s->rows);
     free(s->cur);
+    free(s->crow);
+    free(s->pos);
+    free(s->plen);
     free(s->order);
     free(s);
 }
@@ -138,61 +161,119 @@ static int cmp_pi(const void *a, const void *b)
     return x->i - y->i;
 }
 
-/* Draw one id from softmax(logits[0..V) / T) restricted to ids < p->vocab_limit (when set)
- * and renormalised, optionally truncated by top-k / top-p. */
-static int draw(sampler *s, const float *logits, int V, const sample_params *p, rng *r)
+/* One row's step: draw a token from logits[0..V) and its log-probability (and entropy).
+ *
+ * One pass of vectorised exponentials: e[i] = exp(z_i - zmax) with z = logits / T, their sum
+ * S over all V ids (lse = zmax + log S, for the recorded log-probability of the full
+ * distribution) and the block sums over the candidates (ids < vocab_limit, when set). The
+ * draw compares u * S_candidates with the running sum of e: block sums first, then one
+ * block. Top-k / top-p sort the candidates' probabilities, as before. */
+static int sample_row(sampler *s, const float *logits, int V, const sample_params *p, rng *r,
+                      int want_ent, int *tok, float *logp, float *ent, coh_err *err)
 {
-    if (p->vocab_limit > 0 && p->vocab_limit < V)
-        V = p->vocab_limit; /* the rows beyond are never candidates */
-    double lse = sm_logsumexp(logits, V, p->temperature);
+    int lim = p->vocab_limit > 0 && p->vocab_limit < V ? p->vocab_limit : V;
     double inv_t = 1.0 / (double)p->temperature;
+    float sc = (float)inv_t;
+    float shift = gv_max(logits, V) * sc;
+    double S_lim = 0.0, ez = 0.0, bez = 0.0;
+    int nblk = 0;
+    for (int b = 0; b < lim; b += SM_BLOCK) {
+        int n = lim - b < SM_BLOCK ? lim - b : SM_BLOCK;
+        double bs = gv_exp_sum(s->e + b, logits + b, n, sc, shift, want_ent ? &bez : NULL);
+        s->bsum[nblk++] = bs;
+        S_lim += bs;
+        ez += bez;
+    }
+    double S = S_lim;
+    if (lim < V) {
+        S += gv_exp_sum(s->e + lim, logits + lim, V - lim, sc, shift, want_ent ? &bez : NULL);
+        ez += bez;
+    }
+    if (!isfinite(S) || !(S_lim > 0.0))
+        return coh_fail(err, COH_ENONFINITE,
+                        "the policy's logits are not finite (NaN or infinite weights?); cannot "
+                        "sample");
+    double lse = (double)shift + log(S);
     double u = rng_uniform(r);
+    int t = -1;
     if (p->top_k <= 0 && p->top_p >= 1.0f) {
-        double acc = 0.0;
-        for (int i = 0; i < V; i++) {
-            acc += exp((double)logits[i] * inv_t - lse);
-            if (u < acc)
-                return i;
+        double target = u * S_lim, acc = 0.0;
+        for (int b = 0; b < nblk && t < 0; b++) {
+            if (target >= acc + s->bsum[b]) {
+                acc += s->bsum[b];
+                continue;
+            }
+            int i0 = b * SM_BLOCK, i1 = i0 + SM_BLOCK < lim ? i0 + SM_BLOCK : lim;
+            double a = acc;
+            for (int i = i0; i < i1; i++) {
+                a += s->e[i];
+                if (target < a && s->e[i] > 0.0f) {
+                    t = i;
+                    break;
+                }
+            }
+            acc += s->bsum[b]; /* rounding left target in this block's tail: go on */
         }
-        /* rounding left u beyond the total: the most likely id */
-        int best = 0;
-        for (int i = 1; i < V; i++)
-            if (logits[i] > logits[best])
-                best = i;
-        return best;
-    }
-    for (int i = 0; i < V; i++) {
-        s->order[i].p = exp((double)logits[i] * inv_t - lse);
-        s->order[i].i = i;
-    }
-    qsort(s->order, (size_t)V, sizeof *s->order, cmp_pi);
-    int keep = V;
-    if (p->top_k > 0 && p->top_k < keep)
-        keep = p->top_k;
-    double mass = 0.0;
-    int k;
-    for (k = 0; k < keep; k++) {
-        mass += s->order[k].p;
-        if (mass >= (double)p->top_p) {
-            k++;
-            break;
+        if (t < 0) { /* rounding left u beyond the total: the most likely id */
+            t = 0;
+            for (int i = 1; i < lim; i++)
+                if (logits[i] > logits[t])
+                    t = i;
+        }
+    } else {
+        for (int i = 0; i < lim; i++) {
+            s->order[i].p = (double)s->e[i] / S_lim;
+            s->order[i].i = i;
+        }
+        qsort(s->order, (size_t)lim, sizeof *s->order, cmp_pi);
+        int keep = lim;
+        if (p->top_k > 0 && p->top_k < keep)
+            keep = p->top_k;
+        double mass = 0.0;
+        int k;
+        for (k = 0; k < keep; k++) {
+            mass += s->order[k].p;
+            if (mass >= (double)p->top_p) {
+                k++;
+                break;
+            }
+        }
+        keep = k;
+        double total = 0.0;
+        for (int i = 0; i < keep; i++)
+            total += s->order[i].p;
+        double acc = 0.0, target = u * total;
+        t = s->order[keep - 1].i;
+        for (int i = 0; i < keep; i++) {
+            acc += s->order[i].p;
+            if (target < acc) {
+                t = s->order[i].i;
+                break;
+            }
         }
     }
-    keep = k;
-    double total = 0.0;
-    for (int i = 0; i < keep; i++)
-        total += s->order[i].p;
-    double acc = 0.0, target = u * total;
-    for (int i = 0; i < keep; i++) {
-        acc += s->order[i].p;
-        if (target < acc)
-            return s->order[i].i;
-    }
-    return s->order[keep - 1].i;
+    *tok = t;
+    *logp = (float)((double)logits[t] * inv_t - lse);
+    *ent = want_ent ? (float)(lse - ez / S) : 0.0f;
+    return COH_OK;
 }
 
-/* One decode step for n live slots at position pos; inputs s->cur, outputs s->logits. */
-static void decode_step(sampler *s, int n, int pos)
+/* y = x W^T for the N rows of a forward: gv_linear for a few rows (one pass over W),
+ * OpenBLAS's sgemm (blocked, threaded) for many. */
+static void linear(float *y, const float *x, const float *W, int N, int n_in, int n_out, int acc)
+{
+    if (N >= GEMM_MIN_ROWS)
+        la_linear(y, x, W, N, n_in, n_out, acc);
+    else
+        gv_linear(y, x, W, N, n_in, n_out, acc);
+}
+
+/* Forward n rows: row a feeds token s->cur[a] at position s->pos[a] of cache row s->crow[a].
+ * Every row's keys / values are stored in the cache first, then each row attends over its
+ * cache row's positions 0..pos[a] (so rows of one cache row at consecutive positions - a
+ * prompt chunk - see each other causally). Rows [first_out, n) get logits, in
+ * out[a - first_out]; first_out = n computes none. */
+static void forward_rows(sampler *s, int n, int first_out, float *out)
 {
     const model *m = s->m;
     const model_config *c = model_get_config(m);
@@ -202,6 +283,7 @@ static void decode_step(sampler *s, int n, int pos)
     int hd = model_config_head_dim(c), qd = H * hd, kvd = KVH * hd, grp = H / KVH;
     size_t row_stride = (size_t)s->max_seq * kvd, layer_stride = (size_t)s->max_batch * row_stride;
     float scale = 1.0f / sqrtf((float)hd);
+    const float *cos_t = model__rope_cos(m), *sin_t = model__rope_sin(m);
 
     for (int a = 0; a < n; a++)
         memcpy(s->x + (size_t)a * D, P + model__off_embed(m) + (size_t)s->cur[a] * D,
@@ -209,69 +291,94 @@ static void decode_step(sampler *s, int n, int pos)
     for (int l = 0; l < c->n_layers; l++) {
         const model__layer *W = &layers[l];
         model__rmsnorm(s->xn, NULL, s->x, P + W->attn_norm, n, D, c->rms_eps);
-        la_linear(s->q, s->xn, P + W->wq, n, D, qd, 0);
-        la_linear(s->k, s->xn, P + W->wk, n, D, kvd, 0);
-        la_linear(s->v, s->xn, P + W->wv, n, D, kvd, 0);
+        linear(s->q, s->xn, P + W->wq, n, D, qd, 0);
+        linear(s->k, s->xn, P + W->wk, n, D, kvd, 0);
+        linear(s->v, s->xn, P + W->wv, n, D, kvd, 0);
         if (c->qkv_bias) {
             model__add_bias(s->q, P + W->bq, n, qd);
             model__add_bias(s->k, P + W->bk, n, kvd);
             model__add_bias(s->v, P + W->bv, n, kvd);
         }
-        model__rope(s->q, n, 1, pos, H, hd, model__rope_cos(m), model__rope_sin(m), 0);
-        model__rope(s->k, n, 1, pos, KVH, hd, model__rope_cos(m), model__rope_sin(m), 0);
+        float *kl = s->kc + (size_t)l * layer_stride, *vl = s->vc + (size_t)l * layer_stride;
         for (int a = 0; a < n; a++) {
-            float *kc = s->kc + (size_t)l * layer_stride + (size_t)s->rows[a] * row_stride;
-            float *vc = s->vc + (size_t)l * layer_stride + (size_t)s->rows[a] * row_stride;
-            memcpy(kc + (size_t)pos * kvd, s->k + (size_t)a * kvd, (size_t)kvd * sizeof(float));
-            memcpy(vc + (size_t)pos * kvd, s->v + (size_t)a * kvd, (size_t)kvd * sizeof(float));
-            for (int h = 0; h < H; h++) {
-                int kh = h / grp;
-                const float *q = s->q + (size_t)a * qd + (size_t)h * hd;
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, pos + 1, hd, scale, kc + (size_t)kh * hd,
-                            kvd, q, 1, 0.0f, s->scores, 1);
-                float mx = s->scores[0];
-                for (int j = 1; j <= pos; j++)
-                    if (s->scores[j] > mx)
-                        mx = s->scores[j];
-                double sum = 0.0;
-                for (int j = 0; j <= pos; j++) {
-                    s->scores[j] = expf(s->scores[j] - mx);
-                    sum += s->scores[j];
+            model__rope(s->q + (size_t)a * qd, 1, 1, s->pos[a], H, hd, cos_t, sin_t, 0);
+            model__rope(s->k + (size_t)a * kvd, 1, 1, s->pos[a], KVH, hd, cos_t, sin_t, 0);
+            size_t at = (size_t)s->crow[a] * row_stride + (size_t)s->pos[a] * kvd;
+            memcpy(kl + at, s->k + (size_t)a * kvd, (size_t)kvd * sizeof(float));
+            memcpy(vl + at, s->v + (size_t)a * kvd, (size_t)kvd * sizeof(float));
+        }
+        for (int a = 0; a < n; a++) {
+            const float *kc = kl + (size_t)s->crow[a] * row_stride;
+            const float *vc = vl + (size_t)s->crow[a] * row_stride;
+            int J = s->pos[a] + 1;
+            for (int kh = 0; kh < KVH; kh++) {
+                /* the grp query heads of KV head kh: scores [grp, J], then P V */
+                const float *q = s->q + (size_t)a * qd + (size_t)kh * grp * hd;
+                gv_matmul_nt(s->att, s->max_seq, q, hd, kc + (size_t)kh * hd, kvd, grp, hd, J,
+                             0);
+                for (int g = 0; g < grp; g++) {
+                    float *row = s->att + (size_t)g * s->max_seq;
+                    float mx = gv_max(row, J);
+                    double sum = gv_exp_sum(row, row, J, scale, mx * scale, NULL);
+                    gv_scale(row, J, (float)(1.0 / sum));
                 }
-                float inv = (float)(1.0 / sum);
-                for (int j = 0; j <= pos; j++)
-                    s->scores[j] *= inv;
-                cblas_sgemv(CblasRowMajor, CblasTrans, pos + 1, hd, 1.0f, vc + (size_t)kh * hd,
-                            kvd, s->scores, 1, 0.0f, s->ao + (size_t)a * qd + (size_t)h * hd, 1);
+                gv_matmul_nn(s->ao + (size_t)a * qd + (size_t)kh * grp * hd, hd, s->att,
+                             s->max_seq, vc + (size_t)kh * hd, kvd, grp, J, hd);
             }
         }
-        la_linear(s->x, s->ao, P + W->wo, n, qd, D, 1);
+        linear(s->x, s->ao, P + W->wo, n, qd, D, 1);
         if (c->o_bias)
             model__add_bias(s->x, P + W->bo, n, D);
         model__rmsnorm(s->xn, NULL, s->x, P + W->mlp_norm, n, D, c->rms_eps);
-        la_linear(s->gate, s->xn, P + W->gate, n, D, F, 0);
-        la_linear(s->up, s->xn, P + W->up, n, D, F, 0);
-        for (size_t i = 0; i < (size_t)n * F; i++) {
-            float g = s->gate[i];
-            s->gate[i] = g / (1.0f + expf(-g)) * s->up[i];
-        }
-        la_linear(s->x, s->gate, P + W->down, n, F, D, 1);
+        linear(s->gate, s->xn, P + W->gate, n, D, F, 0);
+        linear(s->up, s->xn, P + W->up, n, D, F, 0);
+        gv_silu_mul(s->gate, s->up, (size_t)n * F);
+        linear(s->x, s->gate, P + W->down, n, F, D, 1);
     }
-    model__rmsnorm(s->xn, NULL, s->x, P + model__off_norm(m), n, D, c->rms_eps);
-    la_linear(s->logits, s->xn, P + model__off_head(m), n, D, V, 0);
+    int no = n - first_out;
+    if (no <= 0)
+        return;
+    model__rmsnorm(s->xn, NULL, s->x + (size_t)first_out * D, P + model__off_norm(m), no, D,
+                   c->rms_eps);
+    linear(out, s->xn, P + model__off_head(m), no, D, V, 0);
 }
 
-int sampler_generate(sampler *s, const int *prompt, int prompt_len, int n,
-                     const sample_params *p, rng *r, int *tokens, float *logp, float *entropy,
-                     int *len, coh_err *err)
+/* Run prompt[0..prompt_len) through the model into cache row crow (chunks of up to
+ * max_rows positions); the last position's logits land in s->logits row out_row. */
+static void prefill(sampler *s, const int *prompt, int prompt_len, int crow, int out_row)
 {
     const model_config *c = model_get_config(s->m);
     int V = c->vocab_size;
-    if (n <= 0 || n > s->max_batch)
-        return coh_fail(err, COH_EINVAL, "asked for %d completions; this sampler holds 1..%d",
-                        n, s->max_batch);
-    if (prompt_len <= 0)
-        return coh_fail(err, COH_EINVAL, "empty prompt: a prompt needs at least <bos>");
+    for (int p0 = 0; p0 < prompt_len; p0 += s->max_rows) {
+        int n = prompt_len - p0 < s->max_rows ? prompt_len - p0 : s->max_rows;
+        for (int a = 0; a < n; a++) {
+            s->cur[a] = prompt[p0 + a];
+            s->crow[a] = crow;
+            s->pos[a] = p0 + a;
+        }
+        int last = p0 + n == prompt_len;
+        forward_rows(s, n, last ? n - 1 : n, s->logits + (size_t)out_row * V);
+    }
+}
+
+/* Copy positions [0, len) of cache row src to cache row dst, every layer. */
+static void copy_prefix(sampler *s, int src, int dst, int len)
+{
+    const model_config *c = model_get_config(s->m);
+    size_t kvd = (size_t)c->n_kv_heads * model_config_head_dim(c);
+    size_t row_stride = (size_t)s->max_seq * kvd, layer_stride = (size_t)s->max_batch * row_stride;
+    for (int l = 0; l < c->n_layers; l++) {
+        size_t o = (size_t)l * layer_stride;
+        memcpy(s->kc + o + (size_t)dst * row_stride, s->kc + o + (size_t)src * row_stride,
+               (size_t)len * kvd * sizeof(float));
+        memcpy(s->vc + o + (size_t)dst * row_stride, s->vc + o + (size_t)src * row_stride,
+               (size_t)len * kvd * sizeof(float));
+    }
+}
+
+static int check_params(const sampler *s, const sample_params *p, coh_err *err)
+{
+    int V = model_get_config(s->m)->vocab_size;
     if (!(p->temperature > 0.0f) || !(p->top_p > 0.0f && p->top_p <= 1.0f) || p->top_k < 0 ||
         p->max_new_tokens <= 0)
         return coh_fail(err, COH_EINVAL,
@@ -286,40 +393,48 @@ int sampler_generate(sampler *s, const int *prompt, int prompt_len, int n,
                         "bad sampling parameters: vocab_limit = %d is outside 0..%d (0 = the "
                         "whole vocabulary)",
                         p->vocab_limit, V);
+    return COH_OK;
+}
+
+static int check_prompt(const sampler *s, const int *prompt, int prompt_len,
+                        const sample_params *p, coh_err *err)
+{
+    int V = model_get_config(s->m)->vocab_size;
+    if (prompt_len <= 0)
+        return coh_fail(err, COH_EINVAL, "empty prompt: a prompt needs at least <bos>");
     if (prompt_len + p->max_new_tokens > s->max_seq)
         return coh_fail(err, COH_ERANGE,
                         "prompt of %d tokens + %d new tokens exceeds the sampler's %d positions",
                         prompt_len, p->max_new_tokens, s->max_seq);
+    for (int i = 0; i < prompt_len; i++)
+        if (prompt[i] < 0 || prompt[i] >= V)
+            return coh_fail(err, COH_ERANGE,
+                            "token id %d at sequence 0 position %d is outside the vocabulary "
+                            "[0, %d)",
+                            prompt[i], i, V);
+    return COH_OK;
+}
 
-    int rc = model_forward(s->m, s->pre, prompt, 1, prompt_len, err);
-    if (rc)
-        return rc;
-    int kvd = c->n_kv_heads * model_config_head_dim(c);
-    size_t row_stride = (size_t)s->max_seq * kvd, layer_stride = (size_t)s->max_batch * row_stride;
-    for (int l = 0; l < c->n_layers; l++) {
-        const float *k = model__ws_k(s->pre, l), *v = model__ws_v(s->pre, l);
-        for (int i = 0; i < n; i++) {
-            memcpy(s->kc + (size_t)l * layer_stride + (size_t)i * row_stride, k,
-                   (size_t)prompt_len * kvd * sizeof(float));
-            memcpy(s->vc + (size_t)l * layer_stride + (size_t)i * row_stride, v,
-                   (size_t)prompt_len * kvd * sizeof(float));
-        }
-    }
-    const float *first = model_ws_logits(s->pre) + (size_t)(prompt_len - 1) * V;
+/* Decode the n rows whose first logits are in s->logits[0..n): row i continues the prompt
+ * of length s->plen[i] in cache row i and writes its outputs at row i of the caller's arrays. */
+static int decode(sampler *s, int n, const sample_params *p, rng *r,
+                  int *tokens, float *logp, float *entropy, int *len, coh_err *err)
+{
+    int V = model_get_config(s->m)->vocab_size;
     for (int i = 0; i < n; i++) {
         s->rows[i] = i;
         len[i] = 0;
-        memcpy(s->logits + (size_t)i * V, first, (size_t)V * sizeof(float));
     }
     int live = n, M = p->max_new_tokens;
     for (int step = 0; step < M && live > 0; step++) {
         int keep = 0;
         for (int a = 0; a < live; a++) {
-            int row = s->rows[a];
-            const float *lg = s->logits + (size_t)a * V;
-            int t = draw(s, lg, V, p, r);
-            float lp, ent;
-            sm_logp_entropy(lg, V, p->temperature, t, &lp, &ent);
+            int row = s->rows[a], t = 0;
+            float lp = 0.0f, ent = 0.0f;
+            int rc = sample_row(s, s->logits + (size_t)a * V, V, p, r, entropy != NULL, &t, &lp,
+                                &ent, err);
+            if (rc)
+                return rc;
             tokens[(size_t)row * M + step] = t;
             if (logp)
                 logp[(size_t)row * M + step] = lp;
@@ -329,12 +444,58 @@ int sampler_generate(sampler *s, const int *prompt, int prompt_len, int n,
             if (!is_stop(p, t) && step + 1 < M) {
                 s->rows[keep] = row;
                 s->cur[keep] = t;
+                s->crow[keep] = row;
+                s->pos[keep] = s->plen[row] + step;
                 keep++;
             }
         }
         live = keep;
         if (live > 0)
-            decode_step(s, live, prompt_len + step);
+            forward_rows(s, live, 0, s->logits);
     }
     return COH_OK;
+}
+
+int sampler_generate_multi(sampler *s, const int *const *prompts, const int *prompt_lens,
+                           int n_prompts, int n, const sample_params *p, rng *r, int *tokens,
+                           float *logp, float *entropy, int *len, coh_err *err)
+{
+    if (n_prompts <= 0 || n <= 0 || n > s->max_batch / n_prompts)
+        return coh_fail(err, COH_EINVAL,
+                        "asked for %d completions of each of %d prompts; this sampler holds 1..%d "
+                        "rows in all",
+                        n, n_prompts, s->max_batch);
+    int rc = check_params(s, p, err);
+    for (int j = 0; !rc && j < n_prompts; j++) {
+        rc = check_prompt(s, prompts[j], prompt_lens[j], p, err);
+        if (rc && n_prompts > 1)
+            coh_wrap(err, rc, "prompt %d of %d", j, n_prompts);
+    }
+    if (rc)
+        return rc;
+    int V = model_get_config(s->m)->vocab_size;
+    for (int j = 0; j < n_prompts; j++) {
+        int first = j * n;
+        prefill(s, prompts[j], prompt_lens[j], first, first);
+        for (int i = 0; i < n; i++) {
+            s->plen[first + i] = prompt_lens[j];
+            if (i == 0)
+                continue;
+            copy_prefix(s, first, first + i, prompt_lens[j]);
+            memcpy(s->logits + (size_t)(first + i) * V, s->logits + (size_t)first * V,
+                   (size_t)V * sizeof(float));
+        }
+    }
+    return decode(s, n_prompts * n, p, r, tokens, logp, entropy, len, err);
+}
+
+int sampler_generate(sampler *s, const int *prompt, int prompt_len, int n,
+                     const sample_params *p, rng *r, int *tokens, float *logp, float *entropy,
+                     int *len, coh_err *err)
+{
+    if (n <= 0 || n > s->max_batch)
+        return coh_fail(err, COH_EINVAL, "asked for %d completions; this sampler holds 1..%d",
+                        n, s->max_batch);
+    return sampler_generate_multi(s, &prompt, &prompt_len, 1, n, p, r, tokens, logp, entropy,
+                                  len, err);
 }

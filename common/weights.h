@@ -4,6 +4,14 @@
  * A snapshot is the checkpoint's two files in memory (ckpt_to_buffer): config.json text and
  * the model.safetensors blob, with the CRC-32 (zlib) of the blob. The learner keeps one per
  * version it serves and cuts it into chunks; each chunk carries its offset and its own CRC-32.
+ * Checksums are computed once per version: wt_snapshot_make records the CRC-32 of every
+ * WT_CRC_BLOCK-byte block, and a chunk's CRC is combined from them (plus at most two partial
+ * blocks at its ends), so serving a version to many actors costs no checksum pass per stream.
+ *
+ * A snapshot is reference-counted (wt_snapshot_retain / wt_snapshot_destroy, thread-safe): a
+ * sender that hands its bytes to the network without copying (gRPC slices over the blob)
+ * retains it per piece and lets go when the network does, on whatever thread that happens.
+ * The blob is immutable, so any number of streams read it at once.
  *
  * The receiver accepts chunks strictly in order from its current offset (a broken download
  * resumes by asking for wt_recv_offset()), checks each chunk's CRC, and only when every byte
@@ -19,8 +27,23 @@
 #include "err.h"
 #include "model.h"
 
-/* CRC-32 (zlib polynomial) of len bytes, continuing from crc (start with 0). */
+/* CRC-32 (zlib polynomial) of len bytes, continuing from crc (start with 0). The result is
+ * exactly zlib's crc32(); on x86-64 CPUs with PCLMULQDQ and SSE4.1 (checked at run time) it
+ * folds 64 bytes per step with carry-less multiplication, elsewhere it calls zlib. */
 uint32_t wt_crc32(uint32_t crc, const void *data, size_t len);
+/* Which implementation wt_crc32 uses: "pclmul" or "zlib". */
+const char *wt_crc32_impl(void);
+/* Force zlib's crc32 (force != 0) or the run-time choice (0): for tests and benchmarks. */
+void wt_crc32_force_zlib(int force);
+
+/* Block size of the per-version CRC table (chunks aligned to it reuse the table fully). */
+#define WT_CRC_BLOCK ((size_t)64 << 10)
+
+/* A piece of bytes (scatter/gather). */
+typedef struct wt_piece {
+    const void *data;
+    size_t len;
+} wt_piece;
 
 /* ---- sender ------------------------------------------------------------------------------- */
 
@@ -28,14 +51,58 @@ typedef struct wt_snapshot wt_snapshot; /* opaque, immutable once made */
 
 /* Serialise the policy as version `version`. */
 int wt_snapshot_make(const model *m, int64_t version, wt_snapshot **out, coh_err *err);
+/* Take one more reference (any thread). Returns s. */
+wt_snapshot *wt_snapshot_retain(const wt_snapshot *s);
+/* Drop one reference (any thread); the last one frees the snapshot. NULL is fine. */
 void wt_snapshot_destroy(wt_snapshot *s);
+/* The blob itself (immutable while any reference lives). */
+const void *wt_snapshot_blob(const wt_snapshot *s);
 int64_t wt_snapshot_version(const wt_snapshot *s);
 size_t wt_snapshot_size(const wt_snapshot *s);      /* bytes of the weights blob */
 uint32_t wt_snapshot_crc(const wt_snapshot *s);     /* CRC-32 of the whole blob */
 const char *wt_snapshot_config(const wt_snapshot *s); /* config.json text */
 
+/* ---- wire variants of a version: BF16 and delta ----
+ * A variant is itself a snapshot (refcounted, per-block CRCs, chunked the same way) whose
+ * blob is what goes on the wire instead of the F32 file; its version and config are the
+ * source's. The learner makes each variant once per version and shares it between streams. */
+
+typedef enum wt_wire {
+    WT_WIRE_F32 = 0,  /* the model.safetensors bytes */
+    WT_WIRE_BF16 = 1, /* same file, every F32 value rounded to bfloat16 (see learner.proto) */
+    WT_WIRE_DELTA = 2 /* only the byte ranges that differ from a base version */
+} wt_wire;
+
+/* A byte range of a blob. */
+typedef struct wt_range {
+    size_t off, len;
+} wt_range;
+
+/* float -> bfloat16 bits, round to nearest even (NaN stays a quiet NaN of the same sign). */
+uint16_t wt_f32_to_bf16(float f);
+
+/* The BF16 variant of an F32 snapshot: header verbatim except metadata cohort_crc32, which
+ * names the CRC of the widened data section, then each F32 value as its bfloat16 (LE).
+ * COH_EFORMAT if f32 is not an F32-only safetensors blob. */
+int wt_snapshot_make_bf16(const wt_snapshot *f32, wt_snapshot **out, coh_err *err);
+/* The delta variant taking base to cur: the blob is the concatenation of cur's ranges that
+ * differ from base (the safetensors header, then every tensor whose bytes differ, in
+ * offset order). COH_EUNSUPPORTED when the two layouts differ (sizes, header length,
+ * tensor names or offsets): send the full blob then. */
+int wt_snapshot_make_delta(const wt_snapshot *base, const wt_snapshot *cur, wt_snapshot **out,
+                           coh_err *err);
+wt_wire wt_snapshot_wire(const wt_snapshot *s);
+/* Delta variants only (else 0 / NULL / -1): the ranges of the new blob the delta carries,
+ * the names of the changed tensors, the base version, the new blob's size and CRC. */
+size_t wt_snapshot_delta_ranges(const wt_snapshot *s, const wt_range **ranges);
+size_t wt_snapshot_delta_names(const wt_snapshot *s, const char *const **names);
+int64_t wt_snapshot_delta_base(const wt_snapshot *s);
+size_t wt_snapshot_delta_result_size(const wt_snapshot *s);
+uint32_t wt_snapshot_delta_result_crc(const wt_snapshot *s);
+
 /* The chunk at offset (at most max_len bytes; 0 bytes exactly at the end). Fails with
- * COH_ERANGE when offset is past the end. data points into the snapshot. */
+ * COH_ERANGE when offset is past the end. data points into the snapshot; crc comes from the
+ * per-block table (no pass over the bytes when offset and length are block-aligned). */
 int wt_snapshot_chunk(const wt_snapshot *s, size_t offset, size_t max_len, const void **data,
                       size_t *len, uint32_t *crc, coh_err *err);
 
@@ -58,8 +125,29 @@ int wt_recv_complete(const wt_recv *r);
  * COH_ERANGE when the chunk runs past total. */
 int wt_recv_add(wt_recv *r, size_t offset, const void *data, size_t len, uint32_t crc,
                 coh_err *err);
+/* wt_recv_add for a chunk whose data arrives in n pieces (e.g. the slices of a network
+ * message): the pieces are copied straight into the receiver's buffer, then checked; the
+ * same refusals, and a refused chunk leaves the receiver unchanged. */
+int wt_recv_add_pieces(wt_recv *r, size_t offset, const wt_piece *pieces, size_t n,
+                       uint32_t crc, coh_err *err);
+/* Make r receive a BF16 blob (WT_WIRE_BF16; total / total_crc of wt_recv_create describe
+ * the BF16 bytes): wt_recv_finish widens it to the F32 file before building the model. */
+void wt_recv_set_bf16(wt_recv *r);
+/* Make r receive a delta (WT_WIRE_DELTA; total / total_crc describe the concatenated
+ * ranges): base (base_len bytes, the verified F32 blob of the base version; borrowed, it
+ * must stay alive and unchanged until wt_recv_finish returns) patched with the n ranges
+ * must give result_size bytes whose CRC-32 is result_crc. COH_EINVAL when the ranges are
+ * not sorted, overlap, run past result_size or do not add up to total; COH_ERANGE when
+ * base_len != result_size (the layouts differ). */
+int wt_recv_set_delta(wt_recv *r, const void *base, size_t base_len, const wt_range *ranges,
+                      size_t n, size_t result_size, uint32_t result_crc, coh_err *err);
 /* All bytes in: verify the whole blob's CRC and build the model (every check ckpt_load
- * makes). COH_ESTATE when bytes are missing, COH_EFORMAT when the total CRC differs. */
+ * makes). COH_ESTATE when bytes are missing, COH_EFORMAT when the total CRC differs (for a
+ * delta: also when the patched result's CRC differs from result_crc). */
 int wt_recv_finish(wt_recv *r, model **out, coh_err *err);
+/* After a successful wt_recv_finish: hand over the verified F32 blob the model was built
+ * from (malloc'd; the caller frees it), e.g. to keep as the base of a later delta. NULL
+ * (len 0) when it was already taken or finish did not succeed. */
+void *wt_recv_take_f32(wt_recv *r, size_t *len);
 
 #endif

@@ -5,8 +5,12 @@
  * (overlaps are refused), and a step walks the parameter vector once, range by range, with
  * decay on the decayed segments and none on everything else. A gradient holding a NaN or an
  * infinity is detected before anything is written, so a skipped step changes nothing.
+ * The update itself runs in float, vectorised (kern_adamw), with the clip factor applied to
+ * the gradient in the same pass; the gradient norm is summed in double.
  */
 #include "optim.h"
+
+#include "kern.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -82,10 +86,7 @@ float optim_lr_at(const optim_config *c, long step)
 
 double optim_grad_norm(const float *g, size_t n)
 {
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++)
-        s += (double)g[i] * (double)g[i];
-    return sqrt(s);
+    return sqrt(kern_sumsq(g, n));
 }
 
 static int seg_cmp(const void *a, const void *b)
@@ -162,25 +163,15 @@ long adamw_steps(const adamw *o) { return o->t; }
 void adamw_set_steps(adamw *o, long t) { o->t = t < 0 ? 0 : t; }
 size_t adamw_size(const adamw *o) { return o->n; }
 
-/* Constants of one step, shared by every range. */
-typedef struct step_consts {
-    double lr, b1, b2, eps, bc1, bc2;
-} step_consts;
-
-/* AdamW update of [lo, hi) with decoupled decay wd (0 = none). */
-static void update_range(adamw *o, const step_consts *k, double wd, float *p, const float *g,
+/* AdamW update of [lo, hi) (kern.h, in float) with decoupled decay wd (0 = none): the
+ * clip factor is applied to the gradient in the same pass. */
+static void update_range(adamw *o, kern_adamw_k k, double lr, double wd, float *p, float *g,
                          size_t lo, size_t hi)
 {
-    for (size_t i = lo; i < hi; i++) {
-        double gi = g[i];
-        double m = k->b1 * o->m[i] + (1.0 - k->b1) * gi;
-        double v = k->b2 * o->v[i] + (1.0 - k->b2) * gi * gi;
-        o->m[i] = (float)m;
-        o->v[i] = (float)v;
-        double mhat = m / k->bc1, vhat = v / k->bc2;
-        double pi = p[i];
-        p[i] = (float)(pi - k->lr * (mhat / (sqrt(vhat) + k->eps) + wd * pi));
-    }
+    if (hi <= lo)
+        return;
+    k.keep = (float)(1.0 - lr * wd);
+    kern_adamw(p + lo, g + lo, o->m + lo, o->v + lo, hi - lo, &k);
 }
 
 static int check_optim_config(const optim_config *c, coh_err *err)
@@ -233,30 +224,33 @@ int adamw_step(adamw *o, const optim_config *c, float *params, float *grads, flo
                         "and >= 0", o->t, (double)s.lr);
     if (c->grad_clip > 0.0f) {
         double scale = (double)c->grad_clip / (s.grad_norm + OPTIM_CLIP_EPS);
-        if (scale < 1.0) {
+        if (scale < 1.0)
             s.clip_scale = scale;
-            for (size_t i = 0; i < o->n; i++)
-                grads[i] = (float)((double)grads[i] * scale);
-        }
     }
 
     o->t++;
-    step_consts k;
-    k.lr = s.lr;
-    k.b1 = c->beta1;
-    k.b2 = c->beta2;
+    double b1 = c->beta1, b2 = c->beta2, lr = s.lr;
+    double bc1 = 1.0 - pow(b1, (double)o->t), bc2 = 1.0 - pow(b2, (double)o->t);
+    kern_adamw_k k;
+    k.b1 = (float)b1;
+    k.omb1 = (float)(1.0 - b1);
+    k.b2 = (float)b2;
+    k.omb2 = (float)(1.0 - b2);
+    k.gscale = (float)s.clip_scale;
+    k.keep = 1.0f;
+    k.step = (float)(lr / bc1);
+    k.isbc2 = (float)(1.0 / sqrt(bc2));
     k.eps = c->eps;
-    k.bc1 = 1.0 - pow(k.b1, (double)o->t);
-    k.bc2 = 1.0 - pow(k.b2, (double)o->t);
     double wd = c->weight_decay;
     size_t pos = 0;
     for (int i = 0; i < o->n_segs; i++) {
         const optim_segment *sg = &o->segs[i];
-        update_range(o, &k, 0.0, params, grads, pos, sg->offset);
-        update_range(o, &k, sg->decay ? wd : 0.0, params, grads, sg->offset, sg->offset + sg->n);
+        update_range(o, k, lr, 0.0, params, grads, pos, sg->offset);
+        update_range(o, k, lr, sg->decay ? wd : 0.0, params, grads, sg->offset,
+                     sg->offset + sg->n);
         pos = sg->offset + sg->n;
     }
-    update_range(o, &k, 0.0, params, grads, pos, o->n);
+    update_range(o, k, lr, 0.0, params, grads, pos, o->n);
     if (st)
         *st = s;
     return COH_OK;

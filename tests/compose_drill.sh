@@ -49,7 +49,8 @@ dc config -q || fail "the compose file is not accepted by ${DC[*]} config"
 echo "${DC[*]} config: accepted"
 dc build -q 2>&1 | grep -v -e DEPRECATED -e "legacy builder" -e buildx -e "docs.docker.com" -e '^ *$' || true
 docker image inspect cohort:latest >/dev/null 2>&1 || fail "the image cohort:latest was not built"
-for img in debian:12-slim cohort:latest; do
+docker image inspect cohort-go-verifier:latest >/dev/null 2>&1 || fail "the image cohort-go-verifier:latest (the Go example verifier) was not built"
+for img in debian:12-slim cohort:latest cohort-go-verifier:latest; do
     echo "image $img: $(( $(docker image inspect "$img" --format '{{.Size}}') / 1000000 )) MB"
 done
 check=$(docker run --rm cohort:latest sh -c '
@@ -74,6 +75,28 @@ echo "learner container: healthy (grpc.health.v1 via cohortctl health) ($(el))"
 until_ok 240 "3 actors training" '[ "$STEP" -ge $((COHORT_SFT_STEPS + 5)) ] && [ "$ACTORS" -eq 3 ]'
 echo "cohortctl from outside: step $STEP, $ACTORS actors ($(el))"
 "${CTL[@]}" workers | sed 's/^/  /'
+# the custom verifiers, Python and Go, each in its container: healthy, in the reward service's
+# rotation, and scoring a routed item (cohortctl inside the reward container: its port is not
+# published)
+for v in verifier go-verifier; do
+    for _ in $(seq 60); do
+        h=$(docker inspect --format '{{.State.Health.Status}}' "$(dc ps -q $v 2>/dev/null)" 2>/dev/null || true)
+        [ "$h" = healthy ] && break
+        sleep 1
+    done
+    [ "$h" = healthy ] || fail "the $v container never turned healthy (health: $h)"
+done
+RCTL=(docker exec "$(dc ps -q reward)" cohortctl --server 127.0.0.1:50052)
+out=$("${RCTL[@]}" score --task length --metadata '{"chars": 5}' 'five letters' hello 2>&1) \
+    || fail "a task routed to the Go verifier was not scored: $out"
+grep -q '^reward 1 ' <<<"$out" || fail "the Go verifier's score for 'hello' (5 chars) is not 1: $out"
+out=$("${RCTL[@]}" score --task match --metadata '{"target": "ABC"}' 'say ABC' ABC 2>&1) \
+    || fail "a task routed to the Python verifier was not scored: $out"
+grep -q '^reward 1 ' <<<"$out" || fail "the Python verifier's score is not 1: $out"
+st=$("${RCTL[@]}" reward-status 2>&1) || fail "reward-status: $st"
+grep -q 'endpoint go-verifier:50062 serving in rotation' <<<"$st" || fail "the Go verifier is not in rotation: $st"
+grep -q 'endpoint verifier:50061 serving in rotation' <<<"$st" || fail "the Python verifier is not in rotation: $st"
+echo "verifier containers (Python and Go): healthy, in the reward service's rotation, each scored a routed item"
 rc=0; out=$(env -u COHORT_TOKEN "$BUILD/cohortctl" --learner "127.0.0.1:$COHORT_MONITOR_PORT" status 2>&1) || rc=$?
 [ "$rc" -ne 0 ] && grep -q UNAUTHENTICATED <<<"$out" || fail "the published port answered without the token"
 echo "published Monitor port: refuses calls without the token"

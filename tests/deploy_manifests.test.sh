@@ -26,12 +26,12 @@ fi
 import sys, yaml
 c = yaml.safe_load(open(sys.argv[1]))
 s = c["services"]
-assert set(s) >= {"learner", "reward", "actor", "verifier"}, sorted(s)
+assert set(s) >= {"learner", "reward", "actor", "verifier", "go-verifier"}, sorted(s)
 published = {n: v.get("ports") for n, v in s.items() if v.get("ports")}
 assert list(published) == ["learner"], f"published ports: {published}"
 lp = published["learner"]
 assert len(lp) == 1 and lp[0]["target"] == 50050 and lp[0]["mode"] == "host", published
-for n in ("learner", "reward", "verifier"):  # Swarm: no virtual IP in front of gRPC servers
+for n in ("learner", "reward", "verifier", "go-verifier"):  # Swarm: no virtual IP in front of gRPC servers
     assert s[n]["deploy"].get("endpoint_mode") == "dnsrr", f"{n}: endpoint_mode"
 assert "--monitor-listen 0.0.0.0:50050" in s["learner"]["command"], "50050 must be the Monitor-only port"
 for n in ("learner", "reward", "verifier"):
@@ -40,12 +40,23 @@ for n in ("learner", "reward", "verifier"):
 for n, v in s.items():
     assert v.get("restart"), f"{n}: no restart policy"
     assert v.get("deploy", {}).get("restart_policy"), f"{n}: no Swarm restart policy"
+gv = s["go-verifier"]
+assert gv["healthcheck"]["test"][1:3] == ["go-verifier", "--probe"], f"go-verifier: health check {gv['healthcheck']}"
+assert gv["build"]["dockerfile"] == "reward/examples/go-verifier/Dockerfile", gv["build"]
+import json, os
+rj = json.load(open(os.path.join(os.path.dirname(sys.argv[1]), "deploy/compose/reward.json")))
+for v in rj["verifiers"]:  # every verifier endpoint is a service of the compose file
+    for ep in v["endpoints"]:
+        host = ep.rpartition(":")[0]
+        assert host in s, f"deploy/compose/reward.json routes task {v['task']} to {ep}: no such service"
+assert {v["task"] for v in rj["verifiers"]} >= {"match", "length"}, "reward.json: the Python and Go verifiers"
 assert "cohort-data:/data" in s["learner"]["volumes"] and "cohort-data" in c["volumes"]
 assert any(m.endswith(":/etc/cohort/reward.json:ro") for m in s["reward"]["volumes"])
 env = s["learner"]["environment"]
 assert "${COHORT_TOKEN" in str(env) and "${COHORT_RL_STEPS" in s["learner"]["command"]
 print("docker-compose.yml: services", ", ".join(sorted(s)), "- only learner:50050 (Monitor) published;",
-      "gRPC health checks on learner, reward, verifier; restart policies; volume cohort-data")
+      "gRPC health checks on learner, reward, verifier, go-verifier; restart policies; volume cohort-data;",
+      "reward.json routes to compose services")
 PY
 
 # ---- Kubernetes manifests ---------------------------------------------------------------------

@@ -42,6 +42,10 @@ trap cleanup EXIT
 if ! docker image inspect cohort:latest >/dev/null 2>&1; then
     bash deploy/make-base-images.sh && docker build -q -t cohort:latest . >/dev/null
 fi
+if ! docker image inspect cohort-go-verifier:latest >/dev/null 2>&1; then
+    bash deploy/make-base-images.sh && docker build -q -t cohort-go-verifier:latest \
+        -f reward/examples/go-verifier/Dockerfile . >/dev/null
+fi
 
 echo "== swarm drill: init, stack deploy, 3 actors ($(el)) =="
 docker swarm init --advertise-addr 127.0.0.1 >/dev/null || fail "docker swarm init"

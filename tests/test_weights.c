@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "model.h"
 #include "weights.h"
@@ -148,12 +149,138 @@ static void test_bad_chunks_are_refused(void **state)
     model_destroy(m);
 }
 
+static uint64_t rng_next(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* wt_crc32 (PCLMUL folding where the CPU has it) equals zlib's crc32 for every length,
+ * alignment and starting CRC. */
+static void test_crc32_matches_zlib(void **state)
+{
+    (void)state;
+    size_t cap = 600000;
+    unsigned char *buf = malloc(cap);
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < cap; i++)
+        buf[i] = (unsigned char)rng_next(&x);
+    print_message("wt_crc32 implementation: %s\n", wt_crc32_impl());
+    for (int t = 0; t < 4000; t++) {
+        size_t off = rng_next(&x) % 64;
+        size_t len;
+        switch (t % 4) {
+        case 0: len = rng_next(&x) % 200; break;
+        case 1: len = rng_next(&x) % 4096; break;
+        case 2: len = rng_next(&x) % 70000; break;
+        default: len = rng_next(&x) % (cap - 64); break;
+        }
+        uint32_t seed = t % 3 ? (uint32_t)rng_next(&x) : 0;
+        uint32_t want = (uint32_t)crc32(seed, buf + off, (uInt)len);
+        uint32_t got = wt_crc32(seed, buf + off, len);
+        if (want != got)
+            fail_msg("crc mismatch: off %zu len %zu seed %08x: zlib %08x, ours %08x", off, len,
+                     seed, want, got);
+        /* split in two: continuing from a CRC */
+        size_t cut = len ? rng_next(&x) % len : 0;
+        assert_int_equal(wt_crc32(wt_crc32(seed, buf + off, cut), buf + off + cut, len - cut),
+                         want);
+    }
+    /* known answer: "123456789" -> 0xCBF43926 */
+    assert_int_equal(wt_crc32(0, "123456789", 9), 0xCBF43926u);
+    unsigned char zeros[256] = {0};
+    assert_int_equal(wt_crc32(0, zeros, sizeof zeros), (uint32_t)crc32(0, zeros, sizeof zeros));
+    wt_crc32_force_zlib(1);
+    assert_string_equal(wt_crc32_impl(), "zlib");
+    assert_int_equal(wt_crc32(7, buf, 100000), (uint32_t)crc32(7, buf, 100000));
+    wt_crc32_force_zlib(0);
+    free(buf);
+}
+
+/* Chunk CRCs come from the per-block table: equal to a direct CRC at any offset and length. */
+static void test_chunk_crc_from_table(void **state)
+{
+    (void)state;
+    model_config c = model_config_default(98);
+    c.dim = 128;
+    c.hidden_dim = 256;
+    model *m = NULL;
+    coh_err err;
+    assert_int_equal(model_create(&c, &m, &err), COH_OK);
+    model_init_random(m, 9);
+    wt_snapshot *s = NULL;
+    assert_int_equal(wt_snapshot_make(m, 1, &s, &err), COH_OK);
+    size_t size = wt_snapshot_size(s);
+    assert_true(size > 3 * WT_CRC_BLOCK);
+    const unsigned char *blob = wt_snapshot_blob(s);
+    assert_int_equal(wt_snapshot_crc(s), (uint32_t)crc32(0, blob, (uInt)size));
+    uint64_t x = 12345;
+    for (int t = 0; t < 300; t++) {
+        size_t off = t % 3 == 0 ? (rng_next(&x) % (size / WT_CRC_BLOCK)) * WT_CRC_BLOCK
+                                : rng_next(&x) % size;
+        size_t max = t % 2 ? WT_CRC_BLOCK * (1 + rng_next(&x) % 5) : 1 + rng_next(&x) % size;
+        const void *d;
+        size_t n;
+        uint32_t crc;
+        assert_int_equal(wt_snapshot_chunk(s, off, max, &d, &n, &crc, &err), COH_OK);
+        assert_ptr_equal(d, blob + off);
+        assert_int_equal(crc, (uint32_t)crc32(0, blob + off, (uInt)n));
+    }
+    /* the reference count keeps the blob alive */
+    wt_snapshot *again = wt_snapshot_retain(s);
+    wt_snapshot_destroy(s);
+    assert_int_equal(wt_snapshot_size(again), size);
+    wt_snapshot_destroy(again);
+    model_destroy(m);
+}
+
+/* A chunk given as several pieces lands straight in the buffer; a damaged piece is refused
+ * and leaves the receiver where it was. */
+static void test_pieces(void **state)
+{
+    (void)state;
+    model *m = policy(6);
+    wt_snapshot *s = NULL;
+    coh_err err;
+    assert_int_equal(wt_snapshot_make(m, 3, &s, &err), COH_OK);
+    wt_recv *r = receiver_for(s);
+    size_t size = wt_snapshot_size(s), step = 50001;
+    for (size_t off = 0; off < size; off += step) {
+        const void *d;
+        size_t n;
+        uint32_t crc;
+        assert_int_equal(wt_snapshot_chunk(s, off, step, &d, &n, &crc, &err), COH_OK);
+        const unsigned char *p = d;
+        wt_piece pc[3] = {{p, n / 3}, {p + n / 3, 0}, {p + n / 3, n - n / 3}};
+        unsigned char *bad = malloc(n);
+        memcpy(bad, p + n / 3, n - n / 3);
+        bad[0] ^= 0x80;
+        wt_piece pb[2] = {{p, n / 3}, {bad, n - n / 3}};
+        assert_int_equal(wt_recv_add_pieces(r, off, pb, 2, crc, &err), COH_EFORMAT);
+        assert_int_equal(wt_recv_offset(r), off);
+        free(bad);
+        assert_int_equal(wt_recv_add_pieces(r, off, pc, 3, crc, &err), COH_OK);
+    }
+    model *back = NULL;
+    assert_int_equal(wt_recv_finish(r, &back, &err), COH_OK);
+    assert_memory_equal(model_params(back), model_params(m), model_num_params(m) * sizeof(float));
+    model_destroy(back);
+    wt_recv_destroy(r);
+    wt_snapshot_destroy(s);
+    model_destroy(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_any_chunk_size),
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_bad_chunks_are_refused),
+        cmocka_unit_test(test_crc32_matches_zlib),
+        cmocka_unit_test(test_chunk_crc_from_table),
+        cmocka_unit_test(test_pieces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

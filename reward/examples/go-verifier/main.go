@@ -33,6 +33,7 @@ import (
 	cohortv1 "cohort.dev/proto/cohort/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -189,6 +190,28 @@ func newServer(v *verifier, token string) (*grpc.Server, *health.Server) {
 	return s, hs
 }
 
+// probeHealth asks the health service at addr; 0 when SERVING (the container health check).
+func probeHealth(addr string) int {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Printf("probe %s: %v", addr, err)
+		return 1
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		log.Printf("probe %s: %v", addr, err)
+		return 1
+	}
+	fmt.Println(r.GetStatus())
+	if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return 1
+	}
+	return 0
+}
+
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("go-verifier: ")
@@ -197,7 +220,11 @@ func main() {
 	tokenFile := flag.String("token-file", "", "require \"authorization: Bearer <token>\", the token read from this file\n(or from $COHORT_VERIFIER_TOKEN)")
 	logPath := flag.String("log", "", "append one JSON line per judged item to this file")
 	delayMs := flag.Int("delay-ms", 0, "answer this many milliseconds late (to see deadlines at work)")
+	probe := flag.String("probe", "", "do not serve: ask the grpc.health.v1 service at HOST:PORT and exit 0 when it is\nSERVING, 1 otherwise (a container health check)")
 	flag.Parse()
+	if *probe != "" {
+		os.Exit(probeHealth(*probe))
+	}
 	if flag.NArg() > 0 || *port < 0 || *port > 65535 || *delayMs < 0 {
 		flag.Usage()
 		os.Exit(2)
