@@ -139,8 +139,14 @@ static int parse_flags(int argc, char **argv, actor_flags *f)
     int opt, bad = 0;
     while ((opt = getopt_long(argc, argv, "hq", opts, NULL)) != -1) {
         switch (opt) {
-        case 'l': f->learner_addr = optarg; break;
-        case 'r': f->reward_addr = optarg; break;
+        case 'l':
+            f->learner_addr = optarg;
+            bad = cli_check_address("--learner", optarg, 1, &err);
+            break;
+        case 'r':
+            f->reward_addr = optarg;
+            bad = cli_check_address("--reward", optarg, 1, &err);
+            break;
         case 'n': f->name = optarg; break;
         case 't': f->token = optarg; break;
         case 'C': f->tls_ca = optarg; break;

@@ -268,3 +268,56 @@ int cli_parse_choice(const char *flag, const char *s, const char *const *names, 
     return coh_fail(err, COH_EINVAL, "%s: '%s' is not one of %s", flag, shown(s, b, sizeof b),
                     list);
 }
+
+/* ---- addresses ------------------------------------------------------------------------------ */
+
+int cli_check_address(const char *flag, const char *s, int min_port, coh_err *err)
+{
+    char b[96];
+    if (!s || !*s)
+        return coh_fail(err, COH_EINVAL, "%s: an empty address (expected HOST:PORT)", flag);
+    if (strncmp(s, "unix:", 5) == 0) {
+        if (!s[5])
+            return coh_fail(err, COH_EINVAL, "%s: 'unix:' names no socket path", flag);
+        return COH_OK;
+    }
+    const char *a = s;
+    static const char *const schemes[] = {"dns:///", "dns:", "ipv4:", "ipv6:"};
+    for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++)
+        if (strncmp(a, schemes[i], strlen(schemes[i])) == 0) {
+            a += strlen(schemes[i]);
+            break;
+        }
+    const char *colon = strrchr(a, ':');
+    if (!colon)
+        return coh_fail(err, COH_EINVAL, "%s: '%s' has no port (expected HOST:PORT)", flag,
+                        shown(s, b, sizeof b));
+    if (a[0] == '[') {
+        const char *close = strchr(a, ']');
+        if (!close || close + 1 != colon)
+            return coh_fail(err, COH_EINVAL,
+                            "%s: '%s' is not an address (expected [IPv6]:PORT for IPv6)", flag,
+                            shown(s, b, sizeof b));
+    } else if (memchr(a, ':', (size_t)(colon - a))) {
+        return coh_fail(err, COH_EINVAL,
+                        "%s: '%s' is not an address (write an IPv6 host in brackets: [::1]:PORT)",
+                        flag, shown(s, b, sizeof b));
+    }
+    const char *p = colon + 1;
+    size_t n = strlen(p);
+    int digits = n > 0 && n <= 5;
+    for (size_t i = 0; digits && i < n; i++)
+        digits = p[i] >= '0' && p[i] <= '9';
+    if (!digits)
+        return coh_fail(err, COH_EINVAL,
+                        "%s: '%s': the port '%s' is not a number (expected HOST:PORT with a port "
+                        "in [%d, 65535])",
+                        flag, shown(s, b, sizeof b), p, min_port);
+    long port = strtol(p, NULL, 10);
+    if (port < min_port || port > 65535)
+        return coh_fail(err, COH_EINVAL,
+                        "%s: '%s': port %ld is out of range (expected HOST:PORT with a port in "
+                        "[%d, 65535])",
+                        flag, shown(s, b, sizeof b), port, min_port);
+    return COH_OK;
+}

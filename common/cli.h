@@ -33,4 +33,12 @@ int cli_parse_float(const char *flag, const char *s, double lo, double hi, int l
 int cli_parse_choice(const char *flag, const char *s, const char *const *names, int *out,
                      coh_err *err);
 
+/* A network address "HOST:PORT" ("[v6addr]:PORT", ":PORT" for every address), optionally with
+ * a gRPC scheme ("dns:///", "dns:", "ipv4:", "ipv6:"), or "unix:PATH". The port must be a whole
+ * decimal number in [min_port, 65535] (min_port 0 lets a server take any free port); the host
+ * is not resolved here. COH_EINVAL names the flag and says what was expected, e.g.
+ *   "--listen: '127.0.0.1:99999': port 99999 is out of range (expected HOST:PORT with a port
+ *    in [0, 65535])". */
+int cli_check_address(const char *flag, const char *s, int min_port, coh_err *err);
+
 #endif

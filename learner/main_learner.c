@@ -1698,12 +1698,12 @@ static int on_option(void *ctx, int val, const char *arg, coh_err *err)
 {
     opts *o = ctx;
     switch (val) {
-    case O_LISTEN: o->listen = arg; return 0;
+    case O_LISTEN: o->listen = arg; return cli_check_address("--listen", arg, 0, err);
     case O_TOKEN: o->token = arg; return 0;
     case O_CERT: o->cert = arg; return 0;
     case O_KEY: o->key = arg; return 0;
-    case O_MON: o->monitor_listen = arg; return 0;
-    case O_METRICS: o->metrics_listen = arg; return 0;
+    case O_MON: o->monitor_listen = arg; return cli_check_address("--monitor-listen", arg, 0, err);
+    case O_METRICS: o->metrics_listen = arg; return cli_check_address("--metrics-listen", arg, 0, err);
     case O_STALE: return cli_parse_int("--max-staleness", arg, 0, 1000000, &o->staleness, err);
     case O_BUFFER: return cli_parse_int("--buffer", arg, 1, 1 << 20, &o->buffer, err);
     case O_TTL: return cli_parse_int("--lease-ttl-ms", arg, 100, 86400000, &o->ttl, err);

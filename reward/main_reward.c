@@ -1113,7 +1113,10 @@ int main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         int bad = 0;
         switch (opt) {
-        case 'l': listen = optarg; break;
+        case 'l':
+            listen = optarg;
+            bad = cli_check_address("--listen", optarg, 0, &aerr);
+            break;
         case 'c': config = optarg; break;
         case 'w':
             bad = cli_parse_int("--workers", optarg, 1, MAX_SCORERS, &workers, &aerr);
@@ -1122,7 +1125,10 @@ int main(int argc, char **argv)
         case 'C': cert = optarg; break;
         case 'K': key = optarg; break;
         case 'v': vtoken = optarg; break;
-        case 'm': metrics = optarg; break;
+        case 'm':
+            metrics = optarg;
+            bad = cli_check_address("--metrics-listen", optarg, 0, &aerr);
+            break;
         case 's':
             bad = cli_parse_int("--stats-every", optarg, 0, STATS_EVERY_MAX, &stats_every, &aerr);
             break;

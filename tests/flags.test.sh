@@ -8,7 +8,8 @@
 # differently, never pass. A missing binary fails the test.
 #
 # --stop TEXT (a string, not a number) has its own refusals: empty, too long, not UTF-8, a
-# ninth string.
+# ninth string. Addresses (--listen, --monitor-listen, --metrics-listen, --learner, --reward)
+# refuse a port out of range or not a number, a missing port and an unbracketed IPv6 host.
 # Coverage: the numeric and choice flags that `cohort-train --help` and
 # `cohort-learner --help` list must all have a row here (a new flag without a row fails).
 # Last, a real cohort-train run is repeated from its own settings record with
@@ -223,6 +224,19 @@ for key in train learner; do
     check "$key" --stop $'\xed\xa0\x80'
     check_stop_ninth "$key"
 done
+
+# ---- addresses: HOST:PORT with a whole port in range, checked before anything starts ----------
+# (seen: --listen 127.0.0.1:99999 served on port 34463, the port taken modulo 65536)
+for v in 127.0.0.1:99999 127.0.0.1:abc 127.0.0.1: nocolon ::1:5 '[::1:5' 127.0.0.1:-1; do
+    check learner --listen "$v"
+    check learner --monitor-listen "$v"
+    check learner --metrics-listen "$v"
+    check reward --listen "$v"
+    check reward --metrics-listen "$v"
+    check actor --learner "$v"
+    check actor --reward "$v"
+done
+check actor --learner 127.0.0.1:0   # a client needs a real port
 
 # ---- coverage: every numeric/choice flag in --help has a row -------------------------------
 for key in train learner; do

@@ -1160,6 +1160,33 @@ static void test_trainer_records_and_resumes_settings(void **state)
     free(want);
 }
 
+/* cli_check_address: the forms a user writes are accepted, every bad one refused naming the
+ * flag and the port rule. */
+static void test_check_address(void **state)
+{
+    (void)state;
+    coh_err err;
+    const char *good[] = {"127.0.0.1:0", "0.0.0.0:50051", "localhost:65535", ":8080",
+                          "[::1]:50051", "[::]:0", "dns:///learner:50051", "ipv4:10.0.0.1:7",
+                          "unix:/tmp/cohort.sock", "learner:1"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+        assert_int_equal(cli_check_address("--listen", good[i], 0, &err), COH_OK);
+    const char *bad[] = {"",          "127.0.0.1:99999", "127.0.0.1:65536", "127.0.0.1:abc",
+                         "127.0.0.1:", "nocolon",        "::1:5",           "[::1:5",
+                         "[::1]5:1",  "127.0.0.1:-1",    "127.0.0.1:+1",    "127.0.0.1:123456",
+                         "unix:",     "h:1 "};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(cli_check_address("--listen", bad[i], 0, &err), COH_EINVAL);
+        assert_non_null(strstr(err.msg, "--listen"));
+    }
+    assert_int_equal(cli_check_address("--listen", "127.0.0.1:99999", 0, &err), COH_EINVAL);
+    assert_non_null(strstr(err.msg, "port 99999 is out of range"));
+    /* a client needs a real port */
+    assert_int_equal(cli_check_address("--learner", "127.0.0.1:0", 1, &err), COH_EINVAL);
+    assert_non_null(strstr(err.msg, "[1, 65535]"));
+    assert_int_equal(cli_check_address("--learner", NULL, 1, &err), COH_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1181,6 +1208,7 @@ int main(void)
         cmocka_unit_test(test_merge_resume),
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_help),
+        cmocka_unit_test(test_check_address),
         cmocka_unit_test(test_task_max_prompt_len),
         cmocka_unit_test(test_max_new_tokens_room),
         cmocka_unit_test(test_trainer_records_and_resumes_settings),
