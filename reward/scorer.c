@@ -636,6 +636,20 @@ int scorer_score(scorer *s, const scorer_item *item, scorer_result *r, coh_err *
         else
             add_component(r, "reward_model", v, s->w_rm);
     }
+    if (r->status == SCORE_OK && !isfinite(r->reward)) {
+        /* each component was finite, but weighted and summed they overflow (e.g. a verifier's
+         * 1.79e308 with weight 2): no reward, never an infinite one */
+        char what[96] = "";
+        for (int k = 0; k < r->n_components; k++) {
+            size_t u = strlen(what);
+            snprintf(what + u, sizeof what - u, "%s%s = %.3g", k ? ", " : "", r->comp[k].name,
+                     r->comp[k].value);
+        }
+        fail_item(r, SCORE_FAILED,
+                  "weighted sum of the components not finite (%.90s); check the scores "
+                  "and weights%s",
+                  what, "");
+    }
     if (r->status != SCORE_OK) {
         r->reward = 0.0;
         r->n_components = 0;

@@ -44,6 +44,11 @@ static int fake_remote(void *ctx, const char *endpoint, const scorer_item *item,
         *unknown_task = 1;
         return coh_fail(err, COH_ENOTFOUND, "no such task here");
     }
+    if (strncmp(endpoint, "huge:", 5) == 0) { /* finite, but not once weighted */
+        reply->score = 1.79e308;
+        reply->passed = 1;
+        return COH_OK;
+    }
     if (strncmp(endpoint, "nan:", 4) == 0) {
         reply->score = NAN;
         return 0;
@@ -191,6 +196,22 @@ static void test_timeout_failure_failover(void **state)
     scorer_destroy(s);
 }
 
+/* A finite score that the weight makes infinite: no reward, never an infinite one (issue 12:
+ * the finiteness check ran before the weight was applied). */
+static void test_weighted_overflow(void **state)
+{
+    (void)state;
+    fleet f = {0};
+    scorer *s = make("{\"verifiers\": [{\"name\": \"big\", \"task\": \"t\", \"weight\": 2,"
+                     " \"endpoints\": [\"huge:1\"]}]}",
+                     &f);
+    scorer_result r = score(s, "t", "p", "x", "", "x");
+    assert_int_equal(r.status, SCORE_FAILED);
+    assert_true(r.reward == 0.0 && r.n_components == 0);
+    assert_non_null(strstr(r.detail, "not finite"));
+    scorer_destroy(s);
+}
+
 static void test_bad_config(void **state)
 {
     (void)state;
@@ -227,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_weighted_components),
         cmocka_unit_test(test_routing_and_metadata),
         cmocka_unit_test(test_timeout_failure_failover),
+        cmocka_unit_test(test_weighted_overflow),
         cmocka_unit_test(test_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
