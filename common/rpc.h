@@ -101,8 +101,17 @@ int rpc_status_to_err(const rpc_status *st, const char *what, coh_err *err);
  * Messages (protobuf-c helpers)
  * ------------------------------------------------------------------------------------- */
 
+/* Check the wire encoding of a message of type desc before decoding it, for what protobuf-c
+ * lets through: a field numbered 0, a group (wire types 3/4, unused by proto3), a truncated
+ * key, varint or length; and, in every string field of the message and of its nested
+ * messages, a NUL byte (protobuf-c would cut the string there) or bytes that are not UTF-8
+ * (proto3 strings are UTF-8). COH_OK, or COH_EINVAL with why[] naming the field, e.g.
+ * "field cohort.v1.RewardItem.completion holds a NUL byte at offset 1". why may be NULL. */
+int rpc_wire_check(const ProtobufCMessageDescriptor *desc, const uint8_t *bytes, size_t len,
+                   char *why, size_t why_cap);
 /* Decode bytes as a message of type desc. Returns a message to free with rpc_msg_free, or
- * NULL when the bytes are not a valid encoding of that type (or out of memory). */
+ * NULL when the bytes are not a valid encoding of that type (rpc_wire_check included) or
+ * out of memory. */
 ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *bytes,
                              size_t len);
 /* Free a message from rpc_unpack (or any protobuf-c unpacked message). NULL is fine. */
@@ -295,6 +304,11 @@ typedef struct rpc_channel_config {
     const char *bearer_token;    /* sent as "authorization: Bearer <token>" on every call */
     int max_receive_bytes;       /* largest reply message; 0 = gRPC default 4 MiB, -1 = no limit */
     int max_send_bytes;          /* largest request message; 0 = default (no limit) */
+    int stream_window_bytes;     /* > 0: a fixed HTTP/2 receive window of this many bytes per
+                                  * stream (BDP probing off, 4 MiB frames) instead of gRPC's
+                                  * adaptive one: for channels that download bulk data (the
+                                  * weights); each stream may then buffer that much. 0 =
+                                  * gRPC's default (starts at 64 KiB, grows by BDP probing) */
 } rpc_channel_config;
 
 /* A channel to target ("host:port", or any gRPC target URI). Connecting is lazy: an

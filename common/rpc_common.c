@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 /* ---- library lifetime ---- */
 
@@ -120,11 +121,143 @@ void rpc__status_setf(rpc_status *st, grpc_status_code code, const char *fmt, ..
 
 /* ---- messages ---- */
 
+/* ---- the wire check ---- */
+
+#define WIRE_MAX_DEPTH 32
+
+static int wire_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*pos >= len)
+            return -1;
+        uint8_t b = p[(*pos)++];
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* NUL or not UTF-8: the offset of the first bad byte, else -1. */
+static long bad_text(const uint8_t *s, size_t n, int *is_nul)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (s[i] == 0) {
+            *is_nul = 1;
+            return (long)i;
+        }
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate(s + i, (utf8proc_ssize_t)(n - i), &cp);
+        if (k <= 0) {
+            *is_nul = 0;
+            return (long)i;
+        }
+        i += (size_t)k;
+    }
+    return -1;
+}
+
+static int wire_walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len,
+                     int depth, char *why, size_t cap)
+{
+    if (depth > WIRE_MAX_DEPTH)
+        return snprintf(why, cap, "messages nested deeper than %d levels", WIRE_MAX_DEPTH), -1;
+    size_t pos = 0;
+    while (pos < len) {
+        uint64_t key, v;
+        if (wire_varint(p, len, &pos, &key))
+            return snprintf(why, cap, "%s: a truncated field key", desc->name), -1;
+        uint64_t tag = key >> 3;
+        unsigned wt = (unsigned)(key & 7);
+        if (tag == 0 || tag > 536870911u)
+            return snprintf(why, cap, "%s: a field numbered %llu (field numbers are 1 to "
+                                      "536870911)",
+                            desc->name, (unsigned long long)tag),
+                   -1;
+        const ProtobufCFieldDescriptor *fd =
+            protobuf_c_message_descriptor_get_field(desc, (unsigned)tag);
+        switch (wt) {
+        case 0:
+            if (wire_varint(p, len, &pos, &v))
+                return snprintf(why, cap, "%s: field %llu: a truncated varint", desc->name,
+                                (unsigned long long)tag),
+                       -1;
+            break;
+        case 1:
+        case 5: {
+            size_t w = wt == 1 ? 8 : 4;
+            if (len - pos < w)
+                return snprintf(why, cap, "%s: field %llu: truncated", desc->name,
+                                (unsigned long long)tag),
+                       -1;
+            pos += w;
+            break;
+        }
+        case 2: {
+            if (wire_varint(p, len, &pos, &v) || v > len - pos)
+                return snprintf(why, cap, "%s: field %llu: a length past the end of the message",
+                                desc->name, (unsigned long long)tag),
+                       -1;
+            const uint8_t *q = p + pos;
+            size_t n = (size_t)v;
+            pos += n;
+            if (!fd)
+                break;
+            if (fd->type == PROTOBUF_C_TYPE_STRING) {
+                int nul = 0;
+                long at = bad_text(q, n, &nul);
+                if (at >= 0)
+                    return snprintf(why, cap, "field %s.%s %s at byte %ld of its %zu", desc->name,
+                                    fd->name, nul ? "holds a NUL byte" : "is not UTF-8", at, n),
+                           -1;
+            } else if (fd->type == PROTOBUF_C_TYPE_MESSAGE && fd->descriptor) {
+                if (wire_walk((const ProtobufCMessageDescriptor *)fd->descriptor, q, n, depth + 1,
+                              why, cap))
+                    return -1;
+            }
+            break;
+        }
+        default:
+            return snprintf(why, cap, "%s: field %llu has wire type %u (groups and unknown "
+                                      "wire types are not accepted)",
+                            desc->name, (unsigned long long)tag, wt),
+                   -1;
+        }
+    }
+    return 0;
+}
+
+int rpc_wire_check(const ProtobufCMessageDescriptor *desc, const uint8_t *bytes, size_t len,
+                   char *why, size_t why_cap)
+{
+    char dummy[160];
+    if (!why || why_cap == 0) {
+        why = dummy;
+        why_cap = sizeof dummy;
+    }
+    why[0] = 0;
+    if (!desc || (!bytes && len))
+        return snprintf(why, why_cap, "no message type or no bytes"), COH_EINVAL;
+    if (len && wire_walk(desc, bytes, len, 0, why, why_cap))
+        return COH_EINVAL;
+    return COH_OK;
+}
+
 ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *bytes,
                              size_t len)
 {
     static const uint8_t empty[1];
     if (!desc)
+        return NULL;
+    if (rpc_wire_check(desc, bytes, len, NULL, 0))
         return NULL;
     return protobuf_c_message_unpack(desc, NULL, len, bytes ? bytes : empty);
 }

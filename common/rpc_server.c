@@ -917,6 +917,14 @@ ProtobufCMessage *rpc_call_unpack_request(rpc_call *c, const ProtobufCMessageDes
 {
     size_t n;
     const uint8_t *p = rpc_call_request(c, &n);
+    char why[160];
+    if (p && rpc_wire_check(desc, p, n, why, sizeof why)) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "malformed request: not a valid %s (%zu bytes): %s",
+                 desc ? desc->name : "message", n, why);
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
+        return NULL;
+    }
     ProtobufCMessage *m = p ? rpc_unpack(desc, p, n) : NULL;
     if (!m) {
         char msg[256];

@@ -73,6 +73,14 @@ admit_verdict admit_submission(const admit_env *env, const admit_request *req,
         return lease_verdict_(rc, &info);
     if (prompt)
         *prompt = info.prompt;
+    if (!isfinite(req->temperature) || req->temperature <= 0) {
+        /* malformed, not a mismatch: refused like any invalid group, the lease stays */
+        coh_fail(err, COH_EINVAL,
+                 "temperature %g is not a positive finite number: send the temperature the "
+                 "group was sampled at (the last heartbeat's)",
+                 req->temperature);
+        return ADMIT_INVALID;
+    }
     if (!(fabs(req->temperature - env->temperature) <= 1e-6)) {
         coh_fail(err, COH_ESTATE,
                  "group sampled at temperature %g, the learner's is %g: sample with the "

@@ -4,7 +4,10 @@
  * admit_submission takes a decoded submission and decides, in this order:
  *   1. the actor is registered                        (else ADMIT_UNKNOWN_ACTOR)
  *   2. the lease is live and the actor's               (else one ADMIT_LEASE_* verdict)
- *   3. it was sampled at the learner's temperature     (else ADMIT_TEMPERATURE; lease settled)
+ *   3. it was sampled at the learner's temperature     (else ADMIT_TEMPERATURE; lease settled;
+ *                                                        a temperature that is not a positive
+ *                                                        finite number: ADMIT_INVALID, the
+ *                                                        lease stays)
  *   4. the group is well formed and fresh              (else ADMIT_INVALID, the lease stays
  *      (groupbuf.h's gbuf_validate)                      valid for a fixed resubmission, or
  *                                                        ADMIT_STALE, the lease settled)

@@ -54,6 +54,7 @@
 #include "prompts.h"
 #include "resume.h"
 #include "rpc.h"
+#include "rpc_wchunk.h"
 #include "tokenizer.h"
 #include "trainer.h"
 #include "trainopt.h"
@@ -66,7 +67,7 @@
 #define MAX_PARKED 64
 #define CHUNK_DEFAULT (1u << 20)
 #define CHUNK_MIN (64u << 10)
-#define CHUNK_MAX (3u << 20)
+#define CHUNK_MAX (16u << 20)
 
 /* ---- state ------------------------------------------------------------------------------ */
 
@@ -303,9 +304,14 @@ static int publish(learner *L, wt_snapshot *s, coh_err *err)
 
 /* ---- weights: DownloadWeights ------------------------------------------------------------ */
 
+/* A download streams ws: the version's snapshot, or its BF16 / delta variant (wpub_variant:
+ * made once per version, shared by every stream). Each chunk's data goes to gRPC as a slice
+ * over ws's blob (wchunk_send, no copy; ws is retained per slice), its CRC comes from ws's
+ * per-block table. */
 typedef struct download {
     learner *L;
     wpub_ref *ref;
+    wt_snapshot *ws; /* own reference */
     size_t offset;
     uint32_t chunk;
     int first;
@@ -314,6 +320,7 @@ typedef struct download {
 static void download_end(rpc_call *call, download *d, grpc_status_code code, const char *msg)
 {
     rpc_call_finish(call, code, msg);
+    wt_snapshot_destroy(d->ws);
     wpub_release(d->ref);
     free(d);
 }
@@ -331,7 +338,7 @@ static void on_download_sent(rpc_call *call, int ok, void *data)
 
 static void download_next(rpc_call *call, download *d)
 {
-    const wt_snapshot *s = wpub_ref_snapshot(d->ref);
+    const wt_snapshot *s = d->ws;
     if (d->offset >= wt_snapshot_size(s) && !d->first) {
         download_end(call, d, GRPC_STATUS_OK, NULL);
         return;
@@ -346,21 +353,54 @@ static void download_next(rpc_call *call, download *d)
     }
     Cohort__V1__WeightChunk c = COHORT__V1__WEIGHT_CHUNK__INIT;
     Cohort__V1__WeightManifest man;
+    Cohort__V1__WeightDelta del = COHORT__V1__WEIGHT_DELTA__INIT;
+    uint64_t *ro = NULL, *rl = NULL;
     c.version = wt_snapshot_version(s);
     c.offset = d->offset;
-    c.data.data = (uint8_t *)data;
-    c.data.len = len;
     c.chunk_crc32 = crc;
     c.total_bytes = wt_snapshot_size(s);
     c.total_crc32 = wt_snapshot_crc(s);
+    c.wire_dtype = wt_snapshot_wire(s) == WT_WIRE_BF16
+                       ? COHORT__V1__WEIGHT_WIRE_DTYPE__WEIGHT_WIRE_DTYPE_BF16
+                       : COHORT__V1__WEIGHT_WIRE_DTYPE__WEIGHT_WIRE_DTYPE_F32;
     if (d->first) {
         fill_manifest(d->L, s, &man);
         c.manifest = &man;
+        if (wt_snapshot_wire(s) == WT_WIRE_DELTA) {
+            const wt_range *rg;
+            const char *const *names;
+            size_t nr = wt_snapshot_delta_ranges(s, &rg);
+            ro = malloc((nr ? nr : 1) * sizeof *ro);
+            rl = malloc((nr ? nr : 1) * sizeof *rl);
+            if (!ro || !rl) {
+                free(ro);
+                free(rl);
+                download_end(call, d, GRPC_STATUS_RESOURCE_EXHAUSTED, "learner out of memory");
+                return;
+            }
+            for (size_t i = 0; i < nr; i++) {
+                ro[i] = rg[i].off;
+                rl[i] = rg[i].len;
+            }
+            del.base_version = wt_snapshot_delta_base(s);
+            del.result_bytes = wt_snapshot_delta_result_size(s);
+            del.result_crc32 = wt_snapshot_delta_result_crc(s);
+            del.n_range_offsets = del.n_range_lengths = nr;
+            del.range_offsets = ro;
+            del.range_lengths = rl;
+            del.n_changed_tensors = wt_snapshot_delta_names(s, &names);
+            del.changed_tensors = (char **)names;
+            c.delta = &del;
+        }
     }
     d->first = 0;
+    size_t off = d->offset;
     d->offset += len;
     /* a peer already gone: answer anyway so that the call is released */
-    if (rpc_call_send_msg(call, &c.base, on_download_sent, d) != COH_OK)
+    int rc = wchunk_send(call, &c, s, off, len, on_download_sent, d);
+    free(ro);
+    free(rl);
+    if (rc != COH_OK)
         download_end(call, d, GRPC_STATUS_CANCELLED, "download cancelled");
 }
 
@@ -372,16 +412,35 @@ static void on_download(rpc_call *call, rpc_event ev, void *data)
         call, &cohort__v1__download_request__descriptor);
     if (!req)
         return;
-    int64_t version = req->version;
+    int64_t version = req->version, base = req->base_version;
     uint64_t offset = req->offset, id = req->actor_id;
     uint32_t chunk = req->max_chunk_bytes ? req->max_chunk_bytes : CHUNK_DEFAULT;
+    int dtype = (int)req->wire_dtype, delta = req->delta;
     rpc_msg_free(&req->base);
     if (id != 0 && actors_check(L->actors, id) != ACTORS_OK) {
         fail_unknown_actor(call, id);
         return;
     }
+    char msg[256];
     if (version < 0) {
         rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "version must be >= 0");
+        return;
+    }
+    if (dtype != COHORT__V1__WEIGHT_WIRE_DTYPE__WEIGHT_WIRE_DTYPE_F32 &&
+        dtype != COHORT__V1__WEIGHT_WIRE_DTYPE__WEIGHT_WIRE_DTYPE_BF16) {
+        snprintf(msg, sizeof msg,
+                 "unknown wire_dtype %d: use WEIGHT_WIRE_DTYPE_F32 (0) or "
+                 "WEIGHT_WIRE_DTYPE_BF16 (1)",
+                 dtype);
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
+        return;
+    }
+    if (delta && (base < 0 || base >= version)) {
+        snprintf(msg, sizeof msg,
+                 "delta download: base_version %" PRId64 " must be >= 0 and older than "
+                 "version %" PRId64,
+                 base, version);
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
         return;
     }
     coh_err err;
@@ -394,16 +453,37 @@ static void on_download(rpc_call *call, rpc_event ev, void *data)
         rpc_call_finish(call, codes[v], err.msg);
         return;
     }
-    char msg[160];
-    if (offset > wt_snapshot_size(wpub_ref_snapshot(ref))) {
+    /* BF16 wins over delta (a delta is of the exact F32 bytes only) */
+    wt_wire wire = dtype == COHORT__V1__WEIGHT_WIRE_DTYPE__WEIGHT_WIRE_DTYPE_BF16 ? WT_WIRE_BF16
+                   : delta                                                       ? WT_WIRE_DELTA
+                                                                                 : WT_WIRE_F32;
+    wt_snapshot *ws = NULL;
+    char why[200];
+    if (wpub_variant(L->pub, ref, wire, base, &ws, why, sizeof why, &err)) {
+        wpub_release(ref);
+        rpc_call_finish(call, err.code == COH_ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                                     : GRPC_STATUS_INTERNAL,
+                        err.msg);
+        return;
+    }
+    if (offset == 0 && wire == WT_WIRE_BF16)
+        fprintf(stderr,
+                "cohort-learner: actor %016" PRIx64 " downloads version %" PRId64
+                " in BF16: its samples come from the bf16-rounded policy\n",
+                id, version);
+    else if (offset == 0 && why[0])
+        fprintf(stderr, "cohort-learner: actor %016" PRIx64 ": %s\n", id, why);
+    if (offset > wt_snapshot_size(ws)) {
         snprintf(msg, sizeof msg, "offset %" PRIu64 " is past the %zu bytes of version %" PRId64,
-                 offset, wt_snapshot_size(wpub_ref_snapshot(ref)), version);
+                 offset, wt_snapshot_size(ws), version);
+        wt_snapshot_destroy(ws);
         wpub_release(ref);
         rpc_call_finish(call, GRPC_STATUS_OUT_OF_RANGE, msg);
         return;
     }
     download *d = calloc(1, sizeof *d);
     if (!d) {
+        wt_snapshot_destroy(ws);
         wpub_release(ref);
         rpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "learner out of memory");
         return;
@@ -411,6 +491,7 @@ static void on_download(rpc_call *call, rpc_event ev, void *data)
     d->chunk = chunk < CHUNK_MIN ? CHUNK_MIN : chunk > CHUNK_MAX ? CHUNK_MAX : chunk;
     d->L = L;
     d->ref = ref;
+    d->ws = ws;
     d->offset = offset;
     d->first = 1;
     download_next(call, d);
@@ -1322,10 +1403,23 @@ static void fill_settings(const learner *L, Cohort__V1__AlgorithmSettings *s,
     s->seed = c->seed;
 }
 
+/* Requests without fields (GetStatus, ListWorkers, Checkpoint) are decoded all the same: bytes
+ * that are not such a message get INVALID_ARGUMENT (answered here), never an answer. */
+static int request_ok(rpc_call *call, const ProtobufCMessageDescriptor *desc)
+{
+    ProtobufCMessage *m = rpc_call_unpack_request(call, desc);
+    if (!m)
+        return 0;
+    rpc_msg_free(m);
+    return 1;
+}
+
 static void on_status(rpc_call *call, rpc_event ev, void *data)
 {
     (void)ev;
     learner *L = data;
+    if (!request_ok(call, &cohort__v1__get_status_request__descriptor))
+        return;
     Cohort__V1__Status st = COHORT__V1__STATUS__INIT;
     st.step = L->step;
     st.version = L->version < 0 ? 0 : L->version;
@@ -1372,6 +1466,8 @@ static void on_workers(rpc_call *call, rpc_event ev, void *data)
 {
     (void)ev;
     learner *L = data;
+    if (!request_ok(call, &cohort__v1__list_workers_request__descriptor))
+        return;
     int n = actors_count(L->actors);
     Cohort__V1__Worker *ws = calloc((size_t)(n ? n : 1), sizeof *ws);
     Cohort__V1__Worker **wp = calloc((size_t)(n ? n : 1), sizeof *wp);
@@ -1435,6 +1531,8 @@ static void on_checkpoint(rpc_call *call, rpc_event ev, void *data)
 {
     (void)ev;
     learner *L = data;
+    if (!request_ok(call, &cohort__v1__checkpoint_request__descriptor))
+        return;
     if (L->running) {
         rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "a step is running; retry in a moment");
         return;

@@ -95,7 +95,30 @@ bad = [
     ("non-finite reward", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[comp(), comp(reward=float("inf"))], temperature=T), grpc.StatusCode.INVALID_ARGUMENT),
     ("positive logprob", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[comp(), comp(lp=(0.5,))], temperature=T), grpc.StatusCode.INVALID_ARGUMENT),
     ("token out of range", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[comp(), comp(tokens=(100000,))], temperature=T), grpc.StatusCode.INVALID_ARGUMENT),
+    ("NaN temperature", lpb.SubmitGroupRequest(actor_id=reg.actor_id, lease_id=le.lease_id, completions=[comp(), comp()], temperature=float("nan")), grpc.StatusCode.INVALID_ARGUMENT),
 ]
+# requests with no fields are decoded all the same: bytes that are no such message are refused,
+# and a Checkpoint request of random bytes writes no checkpoint (issue 12)
+ck_dir = os.path.join(sys.argv[3] if len(sys.argv) > 3 else ".", "")
+for meth in ("/cohort.v1.Monitor/GetStatus", "/cohort.v1.Monitor/ListWorkers", "/cohort.v1.Monitor/Checkpoint",
+             "/cohort.v1.Monitor/SetHyperparameters", "/cohort.v1.Learner/WatchVersions"):
+    stub = (ch.unary_stream if meth.endswith("WatchVersions") else ch.unary_unary)(
+        meth, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    for junk in (b"\x00\x01", b"\xff\xff\xff", b"\x0b\x0c"):   # field 0, a bad key, a group
+        try:
+            r = stub(junk, timeout=5)
+            if meth.endswith("WatchVersions"):
+                next(iter(r))
+            raise AssertionError(f"{meth} answered the bytes {junk!r}")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (meth, junk, e.code(), e.details())
+# strings with a NUL byte or not UTF-8 are refused at the door, naming the field
+rawset = ch.unary_unary("/cohort.v1.Monitor/SetHyperparameters", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+try:
+    rawset(b"\x0a\x0f\x0a\x04lr\x00x\x11" + b"\x00" * 7 + b"\x3f", timeout=5)   # key "lr\0x"
+    raise AssertionError("a setting key with a NUL byte was accepted")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "NUL" in e.details(), (e.code(), e.details())
 assert code_of(raw, b"\x0a" + b"\xff" * (17 << 20), timeout=10) == grpc.StatusCode.RESOURCE_EXHAUSTED
 for name, req, want in bad:
     got = code_of(L.SubmitGroup, req, timeout=5)

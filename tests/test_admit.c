@@ -405,6 +405,15 @@ static void test_temperature_and_stale(void **state)
     s.req.temperature = 1.000002;
     refused(w, &s, ADMIT_TEMPERATURE, NULL);
     assert_int_equal(state_of(w, t2.lease_id, w->a), LEASE_COMPLETED);
+    /* a temperature that is no positive finite number: malformed (INVALID), the lease stays */
+    const float bad_t[] = {NAN, INFINITY, 0.0f, -1.0f};
+    for (size_t i = 0; i < sizeof bad_t / sizeof *bad_t; i++) {
+        lease_grant tb = issue(w, w->a);
+        sub_init(&s, w->a, tb.lease_id);
+        s.req.temperature = bad_t[i];
+        refused(w, &s, ADMIT_INVALID, NULL);
+        assert_int_equal(state_of(w, tb.lease_id, w->a), LEASE_LIVE);
+    }
 
     /* stale: one completion at current - max_staleness - 1; settled */
     lease_grant st = issue(w, w->a);
@@ -420,7 +429,7 @@ static void test_temperature_and_stale(void **state)
     lease_stats ls;
     lease_get_stats(w->leases, &ls);
     assert_int_equal((long)ls.completed, 3);
-    assert_int_equal(ls.outstanding, 0);
+    assert_int_equal(ls.outstanding, 4); /* the four with a malformed temperature */
     free_world(w);
 }
 

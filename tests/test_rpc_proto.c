@@ -20,6 +20,7 @@
 #include "cohort/v1/reward.pb-c.h"
 #include "cohort/v1/verifier.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "rpc.h"
 
 /* gRPC's default max receive message size; WeightChunk must stay below it (learner.proto). */
 #define WIRE_LIMIT (4u * 1024u * 1024u)
@@ -504,6 +505,81 @@ static void test_garbage_refused(void **state)
     assert_true(refused > 1000);
 }
 
+/* ---- the wire check (issue 12: what protobuf-c alone lets through) -------------------------- */
+
+/* A ScoreRequest with one item whose completion is the given bytes. */
+static size_t score_request_bytes(const char *completion, size_t clen, uint8_t *out)
+{
+    /* RewardItem: item_id "a" (field 1), task "addition" (2), completion (4) */
+    uint8_t item[256];
+    size_t n = 0;
+    item[n++] = 0x0a, item[n++] = 1, item[n++] = 'a';
+    item[n++] = 0x12, item[n++] = 8;
+    memcpy(item + n, "addition", 8), n += 8;
+    item[n++] = 0x22, item[n++] = (uint8_t)clen;
+    memcpy(item + n, completion, clen), n += clen;
+    size_t m = 0;
+    out[m++] = 0x0a, out[m++] = (uint8_t)n; /* ScoreRequest.items (1) */
+    memcpy(out + m, item, n);
+    return m + n;
+}
+
+static void test_wire_check(void **state)
+{
+    (void)state;
+    const ProtobufCMessageDescriptor *sr = &cohort__v1__score_request__descriptor;
+    uint8_t b[300];
+    char why[200];
+    /* a good request decodes */
+    size_t n = score_request_bytes("1999", 4, b);
+    assert_int_equal(rpc_wire_check(sr, b, n, why, sizeof why), 0);
+    ProtobufCMessage *m = rpc_unpack(sr, b, n);
+    assert_non_null(m);
+    assert_string_equal(((Cohort__V1__ScoreRequest *)m)->items[0]->completion, "1999");
+    rpc_msg_free(m);
+    /* "2\0999" in a nested string: protobuf-c would read "2" */
+    n = score_request_bytes("2\0" "999", 5, b);
+    assert_int_not_equal(rpc_wire_check(sr, b, n, why, sizeof why), 0);
+    assert_non_null(strstr(why, "cohort.v1.RewardItem.completion holds a NUL byte at byte 1"));
+    assert_null(rpc_unpack(sr, b, n));
+    /* not UTF-8: a cut-short sequence, a surrogate, an overlong encoding */
+    const char *bad[] = {"ok\xc3", "\xed\xa0\x80", "\xc0\xaf", "\xff"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        n = score_request_bytes(bad[i], strlen(bad[i]), b);
+        assert_int_not_equal(rpc_wire_check(sr, b, n, why, sizeof why), 0);
+        assert_non_null(strstr(why, "is not UTF-8"));
+        assert_null(rpc_unpack(sr, b, n));
+    }
+    /* UTF-8 text is fine */
+    const char *text = "d\xc3\xa9j\xc3\xa0 \xe2\x82\xac \xf0\x9f\x98\x80";
+    n = score_request_bytes(text, strlen(text), b);
+    assert_int_equal(rpc_wire_check(sr, b, n, why, sizeof why), 0);
+    /* a field numbered 0 (an unknown field that protobuf-c keeps and cannot re-encode) */
+    const uint8_t f0[] = {0x00, 0x01};
+    assert_int_not_equal(rpc_wire_check(sr, f0, sizeof f0, why, sizeof why), 0);
+    assert_non_null(strstr(why, "a field numbered 0"));
+    assert_null(rpc_unpack(&cohort__v1__set_request__descriptor, f0, sizeof f0));
+    /* a group (wire type 3), a truncated varint, a length past the end */
+    const uint8_t grp[] = {0x0b, 0x0c};
+    assert_int_not_equal(rpc_wire_check(sr, grp, sizeof grp, why, sizeof why), 0);
+    assert_non_null(strstr(why, "wire type 3"));
+    const uint8_t trunc[] = {0x10, 0x80};
+    assert_int_not_equal(rpc_wire_check(sr, trunc, sizeof trunc, why, sizeof why), 0);
+    const uint8_t past[] = {0x0a, 0x05, 0x01};
+    assert_int_not_equal(rpc_wire_check(sr, past, sizeof past, why, sizeof why), 0);
+    assert_non_null(strstr(why, "past the end"));
+    /* an unknown field with a valid number is skipped (forward compatibility) */
+    const uint8_t unk[] = {0xf8, 0x01, 0x05, 0x82, 0x02, 0x02, 'h', 'i'};
+    assert_int_equal(rpc_wire_check(sr, unk, sizeof unk, why, sizeof why), 0);
+    /* an empty message is valid */
+    assert_int_equal(rpc_wire_check(sr, NULL, 0, why, sizeof why), 0);
+    /* a key "lr\0x" in SetRequest.settings[].key */
+    const uint8_t key[] = {0x0a, 0x06, 0x0a, 0x04, 'l', 'r', 0, 'x'};
+    assert_int_not_equal(
+        rpc_wire_check(&cohort__v1__set_request__descriptor, key, sizeof key, why, sizeof why), 0);
+    assert_non_null(strstr(why, "holds a NUL byte"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -514,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_other_requests_roundtrip),
         cmocka_unit_test(test_truncated_refused),
         cmocka_unit_test(test_garbage_refused),
+        cmocka_unit_test(test_wire_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
