@@ -7,6 +7,7 @@
 
 #include "actlog.h"
 #include "cohort/v1/learner.pb-c.h"
+#include "rpc_wchunk.h"
 #include "weights.h"
 
 #define M_WATCH "/cohort.v1.Learner/WatchVersions"
@@ -22,99 +23,250 @@ static double download_now_(void)
 
 static char *download_dup_(const char *s) { return s && *s ? strdup(s) : NULL; }
 
+/* ---- the cache ------------------------------------------------------------------------- */
+
+struct download_cache {
+    int64_t version;
+    void *blob; /* verified F32 blob of version */
+    size_t len;
+};
+
+int download_cache_create(download_cache **out)
+{
+    *out = calloc(1, sizeof **out);
+    if (!*out)
+        return COH_ENOMEM;
+    (*out)->version = -1;
+    return COH_OK;
+}
+
+static void download_cache_clear_(download_cache *c)
+{
+    if (!c)
+        return;
+    free(c->blob);
+    c->blob = NULL;
+    c->len = 0;
+    c->version = -1;
+}
+
+void download_cache_destroy(download_cache *c)
+{
+    download_cache_clear_(c);
+    free(c);
+}
+
+int64_t download_cache_version(const download_cache *c) { return c ? c->version : -1; }
+
 /* ---- one version ----------------------------------------------------------------------- */
 
-download_result download_version(session *s, const vtrack_notice *nt, policy **out)
+/* The chunk size to ask for: o's, else what fits gRPC's default 4 MiB receive limit next to
+ * the manifest (config + tokenizer) the notice announced, in whole 64 KiB CRC blocks. */
+static uint32_t download_chunk_size_(const vtrack_notice *nt, const download_opts *o)
+{
+    if (o && o->max_chunk_bytes)
+        return o->max_chunk_bytes;
+    if (!nt->has_manifest)
+        return 0; /* server default (1 MiB) */
+    size_t man = (nt->config_json ? strlen(nt->config_json) : 0) +
+                 (nt->tokenizer_json ? strlen(nt->tokenizer_json) : 0) + (64u << 10);
+    size_t lim = (size_t)4 << 20, cap = (size_t)3 << 20;
+    if (man >= lim - (64u << 10))
+        return 64u << 10;
+    size_t c = lim - man;
+    if (c > cap)
+        c = cap;
+    c &= ~(size_t)0xffff;
+    return (uint32_t)(c < (64u << 10) ? 64u << 10 : c);
+}
+
+/* What a stream's first chunk must agree with for the receiver r to continue. */
+static int download_same_kind_(const wchunk_view *v, int kind, size_t total, uint32_t crc)
+{
+    int k = v->delta ? WT_WIRE_DELTA
+            : v->wire_dtype == COHORT__V1__WEIGHT_WIRE_DTYPE__WEIGHT_WIRE_DTYPE_BF16
+                ? WT_WIRE_BF16
+                : WT_WIRE_F32;
+    return k == kind && v->total_bytes == total && v->total_crc32 == crc;
+}
+
+download_result download_version_opts(session *s, const vtrack_notice *nt,
+                                      const download_opts *o, download_cache *cache,
+                                      policy **out)
 {
     *out = NULL;
+    download_opts dflt = {0};
+    if (!o)
+        o = &dflt;
     wt_recv *r = NULL;
+    int kind = WT_WIRE_F32; /* of r */
+    size_t r_total = 0;
+    uint32_t r_crc = 0;
     char *tok_json = download_dup_(nt->tokenizer_json);
+    char *cfg_json = download_dup_(nt->config_json);
     int tok_known = nt->has_manifest;
     coh_err err;
     coh_err_clear(&err);
     long backoff = 200;
-    int failures = 0;
+    int failures = 0, delta_refused = 0;
     download_result result = DOWNLOAD_STOPPED;
     double t0 = download_now_();
-    if (nt->config_json &&
-        wt_recv_create(nt->version, nt->total_bytes, nt->checksum, nt->config_json, &r, &err)) {
-        AWARN("version %lld: %s", (long long)nt->version, err.msg);
-        result = DOWNLOAD_SKIP;
-        goto done;
+    uint32_t chunk = download_chunk_size_(nt, o);
+    wchunk_view v;
+    wchunk_view_init(&v);
+    if (nt->config_json) { /* a notice that cannot be a policy: do not even ask */
+        wt_recv *probe = NULL;
+        if (wt_recv_create(nt->version, nt->total_bytes, nt->checksum, nt->config_json, &probe,
+                           &err)) {
+            AWARN("version %lld: %s", (long long)nt->version, err.msg);
+            result = DOWNLOAD_SKIP;
+            goto done;
+        }
+        wt_recv_destroy(probe);
     }
+retry:
     while (!session_stopping(s)) {
         uint64_t id = session_identity(s, NULL);
         Cohort__V1__DownloadRequest req = COHORT__V1__DOWNLOAD_REQUEST__INIT;
         req.actor_id = id;
         req.version = nt->version;
         req.offset = r ? wt_recv_offset(r) : 0;
+        req.max_chunk_bytes = chunk;
+        if (o->bf16)
+            req.wire_dtype = COHORT__V1__WEIGHT_WIRE_DTYPE__WEIGHT_WIRE_DTYPE_BF16;
+        else if (o->delta && !delta_refused && cache && cache->blob &&
+                 cache->version >= 0 && cache->version < nt->version &&
+                 (!r || kind == WT_WIRE_DELTA)) {
+            req.delta = 1;
+            req.base_version = cache->version;
+        }
         rpc_stream *st = NULL;
-        int o = session_open_stream(s, M_DOWNLOAD, &req.base, 300000, &st);
-        if (o < 0)
+        int op = session_open_stream(s, M_DOWNLOAD, &req.base, 300000, &st);
+        if (op < 0)
             break;
-        if (o > 0) {
+        if (op > 0) {
             if (session_sleep_ms(s, 1000))
                 break;
             continue;
         }
-        const uint8_t *msg;
-        size_t len;
-        int broken = 0, progressed = 0; /* broken: 1 = resume, 2 = give the version up */
-        while (!broken && rpc_stream_next(st, &msg, &len) == 1) {
-            Cohort__V1__WeightChunk *c = (Cohort__V1__WeightChunk *)rpc_unpack(
-                &cohort__v1__weight_chunk__descriptor, msg, len);
-            if (!c) {
-                AWARN("version %lld: malformed WeightChunk; resuming", (long long)nt->version);
+        const rpc_piece *pcs;
+        size_t npc;
+        int broken = 0, progressed = 0, first = 1; /* broken: 1 = resume, 2 = give up */
+        while (!broken && rpc_stream_next_pieces(st, &pcs, &npc) == 1) {
+            if (wchunk_decode(&v, pcs, npc, &err)) {
+                AWARN("version %lld: %s; resuming", (long long)nt->version, err.msg);
                 broken = 1;
                 break;
             }
-            if (c->manifest) {
+            if (v.manifest) {
                 if (!tok_known) {
                     free(tok_json);
-                    tok_json = download_dup_(c->manifest->tokenizer_json);
+                    tok_json = download_dup_(v.manifest->tokenizer_json);
                     tok_known = 1;
                 }
-                if (!r) {
-                    if (!c->manifest->config_json || !*c->manifest->config_json) {
-                        coh_fail(&err, COH_EFORMAT, "the manifest has no config_json");
-                        r = NULL;
-                    } else {
-                        wt_recv_create(nt->version, nt->total_bytes, nt->checksum,
-                                       c->manifest->config_json, &r, &err);
+                if (!cfg_json)
+                    cfg_json = download_dup_(v.manifest->config_json);
+            }
+            if (v.version != nt->version) {
+                AWARN("version %lld: chunk names version %lld", (long long)nt->version,
+                      (long long)v.version);
+                broken = 2;
+                break;
+            }
+            if (first && r && !download_same_kind_(&v, kind, r_total, r_crc)) {
+                /* the learner answers the resumed request differently (e.g. it could not
+                 * make the delta any more): start this version again from byte 0 */
+                AWARN("version %lld: the resumed stream carries other bytes; restarting at 0",
+                      (long long)nt->version);
+                wt_recv_destroy(r);
+                r = NULL;
+                broken = 1;
+                break;
+            }
+            if (!r) {
+                if (!cfg_json) {
+                    AWARN("version %lld: no config.json (the first chunk carries no manifest)",
+                          (long long)nt->version);
+                    broken = 2;
+                    break;
+                }
+                if (v.offset != 0) {
+                    broken = 1;
+                    break;
+                }
+                if (v.delta) {
+                    kind = WT_WIRE_DELTA;
+                    if (!req.delta || v.delta->base_version != req.base_version ||
+                        v.delta->result_bytes != nt->total_bytes ||
+                        v.delta->result_crc32 != nt->checksum) {
+                        AWARN("version %lld: a delta that does not match the request or the "
+                              "notice (base %lld, %llu bytes, crc %08x); downloading in full",
+                              (long long)nt->version, (long long)v.delta->base_version,
+                              (unsigned long long)v.delta->result_bytes,
+                              v.delta->result_crc32);
+                        delta_refused = 1;
+                        broken = 1;
+                        break;
                     }
-                    if (!r) {
-                        AWARN("version %lld: no usable config.json in the manifest: %s",
-                              (long long)nt->version, err.msg);
-                        rpc_msg_free(&c->base);
+                } else if (v.wire_dtype ==
+                           COHORT__V1__WEIGHT_WIRE_DTYPE__WEIGHT_WIRE_DTYPE_BF16) {
+                    kind = WT_WIRE_BF16;
+                } else {
+                    kind = WT_WIRE_F32;
+                    if (v.total_bytes != nt->total_bytes || v.total_crc32 != nt->checksum) {
+                        AWARN("version %lld: chunk names %llu bytes, crc %08x; expected %llu "
+                              "bytes, crc %08x",
+                              (long long)nt->version, (unsigned long long)v.total_bytes,
+                              v.total_crc32, (unsigned long long)nt->total_bytes, nt->checksum);
                         broken = 2;
                         break;
                     }
                 }
-            }
-            if (!r) {
-                AWARN("version %lld: first chunk carries no manifest", (long long)nt->version);
-                rpc_msg_free(&c->base);
+                if (wt_recv_create(nt->version, v.total_bytes, v.total_crc32, cfg_json, &r,
+                                   &err)) {
+                    AWARN("version %lld: %s", (long long)nt->version, err.msg);
+                    broken = 2;
+                    break;
+                }
+                r_total = v.total_bytes;
+                r_crc = v.total_crc32;
+                if (kind == WT_WIRE_BF16)
+                    wt_recv_set_bf16(r);
+                if (kind == WT_WIRE_DELTA) {
+                    size_t nr = v.delta->n_range_offsets;
+                    wt_range *rg = malloc((nr ? nr : 1) * sizeof *rg);
+                    int drc = COH_ENOMEM;
+                    if (rg && nr == v.delta->n_range_lengths) {
+                        for (size_t i = 0; i < nr; i++)
+                            rg[i] = (wt_range){(size_t)v.delta->range_offsets[i],
+                                               (size_t)v.delta->range_lengths[i]};
+                        drc = wt_recv_set_delta(r, cache->blob, cache->len, rg, nr,
+                                                v.delta->result_bytes, v.delta->result_crc32,
+                                                &err);
+                    } else if (rg) {
+                        drc = coh_fail(&err, COH_EFORMAT, "delta range lists differ in length");
+                    }
+                    free(rg);
+                    if (drc) {
+                        AWARN("version %lld: unusable delta (%s); downloading in full",
+                              (long long)nt->version, err.msg);
+                        wt_recv_destroy(r);
+                        r = NULL;
+                        delta_refused = 1;
+                        broken = 1;
+                        break;
+                    }
+                }
+            } else if (v.total_bytes != r_total || v.total_crc32 != r_crc) {
+                AWARN("version %lld: chunk names %llu bytes, crc %08x mid-stream",
+                      (long long)nt->version, (unsigned long long)v.total_bytes, v.total_crc32);
                 broken = 2;
                 break;
             }
-            if (c->version != nt->version || c->total_bytes != nt->total_bytes ||
-                c->total_crc32 != nt->checksum) {
-                AWARN("version %lld: chunk names version %lld, %llu bytes, crc %08x; expected "
-                      "%llu bytes, crc %08x",
-                      (long long)nt->version, (long long)c->version,
-                      (unsigned long long)c->total_bytes, c->total_crc32,
-                      (unsigned long long)nt->total_bytes, nt->checksum);
-                rpc_msg_free(&c->base);
-                broken = 2;
-                break;
-            }
-            if (wt_recv_complete(r) && c->data.len == 0) {
-                rpc_msg_free(&c->base);
+            first = 0;
+            if (wt_recv_complete(r) && v.data_len == 0)
                 continue;
-            }
-            int arc = wt_recv_add(r, c->offset, c->data.data, c->data.len, c->chunk_crc32, &err);
-            rpc_msg_free(&c->base);
-            if (arc) {
+            if (wt_recv_add_pieces(r, v.offset, v.data, v.ndata, v.chunk_crc32, &err)) {
                 AWARN("version %lld: chunk refused (%s); resuming at byte %zu",
                       (long long)nt->version, err.msg, wt_recv_offset(r));
                 broken = 1;
@@ -145,15 +297,28 @@ download_result download_version(session *s, const vtrack_notice *nt, policy **o
                 result = DOWNLOAD_SKIP;
                 goto done;
             }
+            if (stat.code == GRPC_STATUS_INVALID_ARGUMENT && (req.delta || req.wire_dtype)) {
+                /* a learner that refuses what we asked for: fall back to the plain F32 */
+                AWARN("version %lld: the learner refused the request (%s); downloading F32 "
+                      "in full",
+                      (long long)nt->version, stat.message);
+                delta_refused = 1;
+                if (o->bf16) {
+                    dflt = *o;
+                    dflt.bf16 = 0;
+                    o = &dflt;
+                }
+                wt_recv_destroy(r);
+                r = NULL;
+                continue;
+            }
             if (stat.code == GRPC_STATUS_OK)
-                AWARN("version %lld: stream ended at byte %zu of %llu; resuming",
-                      (long long)nt->version, r ? wt_recv_offset(r) : (size_t)0,
-                      (unsigned long long)nt->total_bytes);
+                AWARN("version %lld: stream ended at byte %zu of %zu; resuming",
+                      (long long)nt->version, r ? wt_recv_offset(r) : (size_t)0, r_total);
             else
-                AWARN("version %lld: download broken at byte %zu of %llu (%s: %s); resuming",
+                AWARN("version %lld: download broken at byte %zu (%s: %s); resuming",
                       (long long)nt->version, r ? wt_recv_offset(r) : (size_t)0,
-                      (unsigned long long)nt->total_bytes, rpc_status_name(stat.code),
-                      stat.message);
+                      rpc_status_name(stat.code), stat.message);
         }
         if (progressed) {
             backoff = 200;
@@ -173,9 +338,27 @@ download_result download_version(session *s, const vtrack_notice *nt, policy **o
     model *m = NULL;
     tokenizer *tok = NULL;
     if (wt_recv_finish(r, &m, &err)) {
+        if (kind == WT_WIRE_DELTA && !delta_refused) {
+            AWARN("delta refused: %s", err.msg);
+            download_cache_clear_(cache);
+            delta_refused = 1;
+            wt_recv_destroy(r);
+            r = NULL;
+            goto retry;
+        }
         AWARN("version %lld refused: %s", (long long)nt->version, err.msg);
         result = DOWNLOAD_SKIP;
         goto done;
+    }
+    if (cache && o->delta) {
+        size_t len = 0;
+        void *blob = kind == WT_WIRE_BF16 ? NULL : wt_recv_take_f32(r, &len);
+        download_cache_clear_(cache);
+        if (blob) {
+            cache->blob = blob;
+            cache->len = len;
+            cache->version = nt->version;
+        }
     }
     if (policy_load_tokenizer(tok_json, &tok, &err)) {
         AWARN("version %lld: tokenizer: %s; using the default tokenizer",
@@ -191,20 +374,34 @@ download_result download_version(session *s, const vtrack_notice *nt, policy **o
         result = DOWNLOAD_SKIP;
         goto done;
     }
-    ALOG("version %lld downloaded and verified (%llu bytes, crc %08x, %.2f s)",
-         (long long)nt->version, (unsigned long long)nt->total_bytes, nt->checksum,
-         download_now_() - t0);
+    ALOG("version %lld downloaded and verified (%s, %zu bytes on the wire, crc %08x, %.2f s)%s",
+         (long long)nt->version,
+         kind == WT_WIRE_BF16 ? "bf16" : kind == WT_WIRE_DELTA ? "delta" : "f32", r_total,
+         nt->checksum, download_now_() - t0,
+         kind == WT_WIRE_BF16 ? "; sampling with the bf16-rounded weights" : "");
     result = DOWNLOAD_OK;
 done:
+    wchunk_view_clear(&v);
     wt_recv_destroy(r);
     free(tok_json);
+    free(cfg_json);
     return result;
+}
+
+download_result download_version(session *s, const vtrack_notice *nt, policy **out)
+{
+    return download_version_opts(s, nt, NULL, NULL, out);
 }
 
 /* ---- the downloader thread ------------------------------------------------------------- */
 
-void download_run(session *s, vtrack *vt)
+void download_run(session *s, vtrack *vt) { download_run_opts(s, vt, NULL); }
+
+void download_run_opts(session *s, vtrack *vt, const download_opts *o)
 {
+    download_cache *cache = NULL;
+    if (o && o->delta && download_cache_create(&cache))
+        AWARN("out of memory for the delta cache; downloading versions in full");
     long failed_seq = -1; /* sequence number of a notice given up on */
     for (;;) {
         vtrack_notice nt;
@@ -218,7 +415,7 @@ void download_run(session *s, vtrack *vt)
             continue;
         }
         policy *p = NULL;
-        download_result rc = download_version(s, &nt, &p);
+        download_result rc = download_version_opts(s, &nt, o, cache, &p);
         vtrack_notice_free(&nt);
         if (rc == DOWNLOAD_STOPPED)
             break;
@@ -228,6 +425,7 @@ void download_run(session *s, vtrack *vt)
         }
         vtrack_publish(vt, p);
     }
+    download_cache_destroy(cache);
 }
 
 /* ---- the watcher thread ---------------------------------------------------------------- */

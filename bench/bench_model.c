@@ -26,6 +26,7 @@
 
 #include "cli.h"
 #include "linalg.h"
+#include "mm.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
@@ -256,8 +257,10 @@ int main(int argc, char **argv)
     const char *ct = getenv("OPENBLAS_CORETYPE");
     printf("OpenBLAS kernels: %s (OPENBLAS_CORETYPE=%s); config: %s\n", la_blas_corename(),
            ct ? ct : "unset", la_blas_config());
-    printf("thread pools: OpenBLAS %d thread(s); Cohort's own math threads: 0\n",
-           la_blas_threads());
+    printf("thread pools: OpenBLAS %d thread(s); Cohort's products: %s, its pool %d worker(s) "
+           "besides the caller (the same setting; never computing at once with OpenBLAS)\n",
+           la_blas_threads(), mm_available() ? "own AVX-512 kernel (common/mm.h)" : "OpenBLAS",
+           la_blas_threads() > 1 ? la_blas_threads() - 1 : 0);
     double peak = sgemm_peak(512, 512, 512);
     double peak_big = sgemm_peak(1024, 1024, 1024);
     if (peak_big > peak)

@@ -416,6 +416,7 @@ def blas_info():
 
 def cmd_run(a):
     torch.set_num_threads(a.threads)
+    torch.set_flush_denormal(True)  # denormal moments slowed PyTorch's AdamW step
     model, cfg = load(a.ckpt)
     print(json.dumps({"side": "torch", "event": "torch", "version": torch.__version__,
                       "threads": torch.get_num_threads(),

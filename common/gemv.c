@@ -2,7 +2,9 @@
  *
  * Each variant is a set of functions compiled with its own target attribute; the tile
  * helpers are always_inline with compile-time tile sizes, so every call site becomes a
- * straight-line register tile. The variant is chosen once (pthread_once) from
+ * straight-line register tile (AVX-512: 4 rows of W x 4 rows of x, 16 accumulators; one row
+ * of x: 8 rows of W). While a tile is multiplied, the next block of W is prefetched, spread
+ * over the tiles of the block. The variant is chosen once (pthread_once) from
  * __builtin_cpu_supports.
  */
 #include "gemv.h"
@@ -162,8 +164,12 @@ GV_INLINE GV_AVX2 void nt8_tile(int R, int C, float *y, int ldy, const float *x,
         __m256 xv[2];
         if (pf && (k & 15) == 0)
 #pragma GCC unroll 8
-            for (int r = 0; r < R; r++)
-                _mm_prefetch((const char *)(pf + (size_t)r * ldw + k), _MM_HINT_T1);
+            for (int r = 0; r < R; r++) {
+                if (C == 1)
+                    _mm_prefetch((const char *)(pf + (size_t)r * ldw + k), _MM_HINT_T0);
+                else
+                    _mm_prefetch((const char *)(pf + (size_t)r * ldw + k), _MM_HINT_T1);
+            }
 #pragma GCC unroll 2
         for (int c = 0; c < C; c++)
             xv[c] = _mm256_loadu_ps(x + (size_t)c * ldx + k);
@@ -415,8 +421,14 @@ GV_INLINE GV_AVX512 void nt16_tile(int R, int C, float *y, int ldy, const float 
     int k = 0;
     for (; k + 16 <= n; k += 16) {
         __m512 xv[4];
-        for (int r = 0; r < npf; r++)
-            _mm_prefetch((const char *)(pf + (size_t)r * ldw + k), _MM_HINT_T1);
+        /* the one-row kernel (R = 8) prefetches into L1; tiles of several rows of x into L2,
+         * as those rows streaming through L1 would evict the lines before their use */
+        for (int r = 0; r < npf; r++) {
+            if (R == 8)
+                _mm_prefetch((const char *)(pf + (size_t)r * ldw + k), _MM_HINT_T0);
+            else
+                _mm_prefetch((const char *)(pf + (size_t)r * ldw + k), _MM_HINT_T1);
+        }
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++)
             xv[c] = _mm512_loadu_ps(x + (size_t)c * ldx + k);

@@ -40,6 +40,21 @@
 #define VEXP(a) expf(a)
 #include "kern_impl.h"
 
+static void exp_sums_scalar(const float *x, int n, float scale, float shift, double *sum_e,
+                            double *sum_ez)
+{
+    double se = 0.0, sz = 0.0;
+    for (int i = 0; i < n; i++) {
+        float t = x[i] * scale - shift;
+        double e = expf(t);
+        se += e;
+        sz += e * t;
+    }
+    *sum_e = se;
+    if (sum_ez)
+        *sum_ez = sz;
+}
+
 static double sumsq_scalar(const float *g, size_t n)
 {
     double s = 0.0;
@@ -139,6 +154,37 @@ static inline float hmax_avx2(__m256 v)
 #define VEXP exp_avx2
 #include "kern_impl.h"
 
+static void exp_sums_avx2(const float *x, int n, float scale, float shift, double *sum_e,
+                          double *sum_ez)
+{
+    __m256d e0 = _mm256_setzero_pd(), e1 = e0, z0 = e0, z1 = e0;
+    __m256 vs = _mm256_set1_ps(scale), vh = _mm256_set1_ps(shift);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 z = _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), vh);
+        __m256 e = exp_avx2(z);
+        __m256d elo = _mm256_cvtps_pd(_mm256_castps256_ps128(e)),
+                ehi = _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1));
+        e0 = _mm256_add_pd(e0, elo);
+        e1 = _mm256_add_pd(e1, ehi);
+        z0 = _mm256_fmadd_pd(elo, _mm256_cvtps_pd(_mm256_castps256_ps128(z)), z0);
+        z1 = _mm256_fmadd_pd(ehi, _mm256_cvtps_pd(_mm256_extractf128_ps(z, 1)), z1);
+    }
+    double te[4], tz[4];
+    _mm256_storeu_pd(te, _mm256_add_pd(e0, e1));
+    _mm256_storeu_pd(tz, _mm256_add_pd(z0, z1));
+    double se = (te[0] + te[1]) + (te[2] + te[3]), sz = (tz[0] + tz[1]) + (tz[2] + tz[3]);
+    for (; i < n; i++) {
+        float t = x[i] * scale - shift;
+        double e = expf(t);
+        se += e;
+        sz += e * t;
+    }
+    *sum_e = se;
+    if (sum_ez)
+        *sum_ez = sz;
+}
+
 static double sumsq_avx2(const float *g, size_t n)
 {
     __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
@@ -237,6 +283,37 @@ static inline float hmax_avx512(__m512 v)
 #define VEXP exp_avx512
 #include "kern_impl.h"
 
+static void exp_sums_avx512(const float *x, int n, float scale, float shift, double *sum_e,
+                            double *sum_ez)
+{
+    __m512d e0 = _mm512_setzero_pd(), e1 = e0, z0 = e0, z1 = e0;
+    __m512 vs = _mm512_set1_ps(scale), vh = _mm512_set1_ps(shift);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 z = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vs), vh);
+        __m512 e = exp_avx512(z);
+        __m512d elo = _mm512_cvtps_pd(_mm512_castps512_ps256(e)),
+                ehi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
+        __m512d zlo = _mm512_cvtps_pd(_mm512_castps512_ps256(z)),
+                zhi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1)));
+        e0 = _mm512_add_pd(e0, elo);
+        e1 = _mm512_add_pd(e1, ehi);
+        z0 = _mm512_fmadd_pd(elo, zlo, z0);
+        z1 = _mm512_fmadd_pd(ehi, zhi, z1);
+    }
+    double se = _mm512_reduce_add_pd(_mm512_add_pd(e0, e1)),
+           sz = _mm512_reduce_add_pd(_mm512_add_pd(z0, z1));
+    for (; i < n; i++) {
+        float t = x[i] * scale - shift;
+        double e = expf(t);
+        se += e;
+        sz += e * t;
+    }
+    *sum_e = se;
+    if (sum_ez)
+        *sum_ez = sz;
+}
+
 static double sumsq_avx512(const float *g, size_t n)
 {
     __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
@@ -289,6 +366,9 @@ typedef struct kern_ops {
     void (*softmax_bwd_row)(float *, const float *, int, int);
     float (*logsumexp)(const float *, int, float);
     double (*sumsq)(const float *, size_t);
+    float (*max_scaled)(const float *, int, float);
+    void (*exp_sums)(const float *, int, float, float, double *, double *);
+    void (*softmax_grad)(float *, const float *, int, float, float, float, float);
     void (*adamw)(float *, float *, float *, float *, size_t, const kern_adamw_k *);
 } kern_ops;
 
@@ -296,7 +376,7 @@ typedef struct kern_ops {
     {                                                                                         \
         label, rmsnorm_##sfx, rmsnorm_bwd_##sfx, swiglu_##sfx, swiglu_bwd_##sfx, rope_##sfx,  \
             softmax_row_##sfx, softmax_bwd_row_##sfx, logsumexp_##sfx, sumsq_##sfx,           \
-            adamw_##sfx                                                                       \
+            max_scaled_##sfx, exp_sums_##sfx, softmax_grad_##sfx, adamw_##sfx                 \
     }
 
 static const kern_ops ops_scalar = KERN_OPS(scalar, "scalar");
@@ -373,4 +453,16 @@ double kern_sumsq(const float *g, size_t n) { return ops()->sumsq(g, n); }
 void kern_adamw(float *p, float *g, float *m, float *v, size_t n, const kern_adamw_k *k)
 {
     ops()->adamw(p, g, m, v, n, k);
+}
+
+float kern_max_scaled(const float *x, int n, float scale) { return ops()->max_scaled(x, n, scale); }
+
+void kern_exp_sums(const float *x, int n, float scale, float shift, double *sum_e, double *sum_ez)
+{
+    ops()->exp_sums(x, n, scale, shift, sum_e, sum_ez);
+}
+
+void kern_softmax_grad(float *d, const float *x, int n, float scale, float lse, float a, float b)
+{
+    ops()->softmax_grad(d, x, n, scale, lse, a, b);
 }

@@ -9,8 +9,8 @@
  * never chosen).
  *
  * Numerics: sums are accumulated in float vector lanes (rows of a few thousand elements at
- * most), except kern_sumsq, which accumulates in double. exp is a degree-6 polynomial after
- * range reduction, within 2 ulp of expf over [-87, 88] (arguments outside are clamped).
+ * most), except kern_sumsq and kern_exp_sums, which accumulate in double. exp is a degree-6
+ * polynomial after range reduction (Cephes expf; a few ulp), arguments clamped to [-87, 88].
  * Results can differ from the scalar set in the last bits; every set gives the same result
  * for a row whatever the number of rows in the call (the sampler relies on this).
  *
@@ -52,6 +52,16 @@ void kern_softmax_bwd_row(float *dp, const float *p, int len, int width);
 
 /* log-sum-exp of x[0..n) * scale (scale > 0), accumulated in float lanes. */
 float kern_logsumexp(const float *x, int n, float scale);
+
+/* kern_max_scaled: max over [0, n) of x[i] * scale (scale > 0).
+ * kern_exp_sums: with t_i = x_i * scale - shift and e_i = exp(t_i) (in float lanes, sums in
+ * double): *sum_e = sum e_i and, when sum_ez is not NULL, *sum_ez = sum e_i t_i. */
+float kern_max_scaled(const float *x, int n, float scale);
+void kern_exp_sums(const float *x, int n, float scale, float shift, double *sum_e,
+                   double *sum_ez);
+/* d[i] += scale * p_i * (a + b * (z_i - lse)), p_i = exp(z_i - lse), z = x * scale: the
+ * gradient of a softmax-based loss over one row (softmax.c's sm_backward). */
+void kern_softmax_grad(float *d, const float *x, int n, float scale, float lse, float a, float b);
 
 /* sum of g[i]^2 over [0, n), accumulated in double. */
 double kern_sumsq(const float *g, size_t n);

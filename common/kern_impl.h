@@ -222,3 +222,34 @@ static void KF(adamw)(float *p, float *g, float *m, float *v, size_t n, const ke
         p[i] = p[i] * k->keep - k->step * mi / (sqrtf(vi) * k->isbc2 + k->eps);
     }
 }
+
+static float KF(max_scaled)(const float *x, int n, float scale)
+{
+    int j = 0;
+    float mx = x[0];
+    if (n >= KERN_W) {
+        VT vm = VLD(x);
+        for (j = KERN_W; j + KERN_W <= n; j += KERN_W)
+            vm = VMAX(vm, VLD(x + j));
+        mx = VHMAX(vm);
+    }
+    for (; j < n; j++)
+        mx = x[j] > mx ? x[j] : mx;
+    return mx * scale;
+}
+
+static void KF(softmax_grad)(float *d, const float *x, int n, float scale, float lse, float a,
+                             float b)
+{
+    int j = 0;
+    VT vs = VSET(scale), vl = VSET(lse), va = VSET(a), vb = VSET(b);
+    for (; j + KERN_W <= n; j += KERN_W) {
+        VT lp = VSUB(VMUL(VLD(x + j), vs), vl);
+        VT p = VEXP(lp);
+        VST(d + j, VFMA(VMUL(vs, p), VFMA(vb, lp, va), VLD(d + j)));
+    }
+    for (; j < n; j++) {
+        float lp = x[j] * scale - lse;
+        d[j] += scale * expf(lp) * (a + b * lp);
+    }
+}

@@ -21,6 +21,7 @@
 #define MM_MC 144 /* multiple of MM_MR */
 #define MM_NC 1024 /* multiple of MM_NR */
 #define MM_POOL 8
+#define MM_MAXT 8 /* parts of mm_parallel */
 
 /* ---- buffer pool ------------------------------------------------------------------------- */
 
@@ -64,6 +65,113 @@ int mm_available(void)
 #else
     return 0;
 #endif
+}
+
+/* ---- worker pool ----------------------------------------------------------------------------
+ * The caller runs part 0 and the workers parts 1 .. parts-1. One task at a time uses the
+ * workers (a concurrent caller runs its task as one part on its own thread). Workers sleep on
+ * a condition variable between tasks and live as long as the process. */
+
+typedef struct mm_task {
+    mm_task_fn fn;
+    void *ctx;
+    int parts;
+} mm_task;
+
+static pthread_mutex_t g_mt_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_mt_work = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t g_mt_done = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t g_mt_busy = PTHREAD_MUTEX_INITIALIZER;
+static int g_mt_workers;       /* started so far */
+static mm_task *g_mt_task;     /* under g_mt_mu */
+static unsigned long g_mt_gen; /* bumped per task, under g_mt_mu */
+static int g_mt_pending;       /* worker parts not finished, under g_mt_mu */
+
+static void *worker_main(void *arg)
+{
+    int part = (int)(size_t)arg; /* 1 .. MM_MAXT-1 */
+    unsigned long seen = 0;
+    pthread_mutex_lock(&g_mt_mu);
+    for (;;) {
+        while (g_mt_gen == seen)
+            pthread_cond_wait(&g_mt_work, &g_mt_mu);
+        seen = g_mt_gen;
+        mm_task *t = g_mt_task;
+        if (!t || part >= t->parts)
+            continue;
+        pthread_mutex_unlock(&g_mt_mu);
+        t->fn(t->ctx, part, t->parts);
+        pthread_mutex_lock(&g_mt_mu);
+        if (--g_mt_pending == 0)
+            pthread_cond_signal(&g_mt_done);
+    }
+    return NULL;
+}
+
+/* A child of fork() has none of the workers: start afresh (mutexes re-initialised, since a
+ * thread of the parent may have held them at the fork). */
+static void pool_atfork_child(void)
+{
+    pthread_mutex_init(&g_mt_mu, NULL);
+    pthread_mutex_init(&g_mt_busy, NULL);
+    pthread_cond_init(&g_mt_work, NULL);
+    pthread_cond_init(&g_mt_done, NULL);
+    g_mt_workers = 0;
+    g_mt_task = NULL;
+    g_mt_pending = 0;
+}
+
+static pthread_once_t g_mt_once = PTHREAD_ONCE_INIT;
+static void pool_register_atfork(void) { pthread_atfork(NULL, NULL, pool_atfork_child); }
+
+/* Start workers so that parts - 1 exist; returns the number of parts usable. */
+static int ensure_workers(int parts)
+{
+    pthread_once(&g_mt_once, pool_register_atfork);
+    pthread_mutex_lock(&g_mt_mu);
+    while (g_mt_workers < parts - 1) {
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&t, &at, worker_main, (void *)(size_t)(g_mt_workers + 1));
+        pthread_attr_destroy(&at);
+        if (rc != 0)
+            break;
+        g_mt_workers++;
+    }
+    int n = g_mt_workers + 1;
+    pthread_mutex_unlock(&g_mt_mu);
+    return n < parts ? n : parts;
+}
+
+int mm_parallel(int threads, mm_task_fn fn, void *ctx)
+{
+    int parts = threads < MM_MAXT ? threads : MM_MAXT;
+    if (parts <= 1 || pthread_mutex_trylock(&g_mt_busy) != 0) {
+        fn(ctx, 0, 1);
+        return 1;
+    }
+    parts = ensure_workers(parts);
+    mm_task t = {fn, ctx, parts};
+    if (parts > 1) {
+        pthread_mutex_lock(&g_mt_mu);
+        g_mt_task = &t;
+        g_mt_pending = parts - 1;
+        g_mt_gen++;
+        pthread_cond_broadcast(&g_mt_work);
+        pthread_mutex_unlock(&g_mt_mu);
+    }
+    fn(ctx, 0, parts);
+    if (parts > 1) {
+        pthread_mutex_lock(&g_mt_mu);
+        while (g_mt_pending > 0)
+            pthread_cond_wait(&g_mt_done, &g_mt_mu);
+        g_mt_task = NULL;
+        pthread_mutex_unlock(&g_mt_mu);
+    }
+    pthread_mutex_unlock(&g_mt_busy);
+    return parts;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -291,90 +399,37 @@ static void sgemm_1(int trans_a, int trans_b, int M, int N, int K, float alpha, 
     pool_put(slot);
 }
 
-/* ---- threads ------------------------------------------------------------------------------
- * A product big enough is cut into `parts` column (or row) ranges, in whole micro-tiles; the
- * caller computes part 0 and the pool's workers the others. One product at a time uses the
- * pool (a second caller meanwhile computes on its own thread). Workers sleep on a condition
- * variable between products and live as long as the process. */
+/* ---- threaded product ---------------------------------------------------------------------
+ * A product of at least MM_MT_MIN_FLOPS is cut into column (or row) ranges of whole
+ * micro-tiles, one per part of mm_parallel. */
 
-#define MM_MAXT 8
 #define MM_MT_MIN_FLOPS 4e6
 
 typedef struct mm_job {
-    int trans_a, trans_b, M, N, K, lda, ldb, ldc, parts, split_n;
+    int trans_a, trans_b, M, N, K, lda, ldb, ldc, split_n;
     float alpha, beta;
     const float *A, *B;
     float *C;
 } mm_job;
 
-static pthread_mutex_t g_mt_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t g_mt_work = PTHREAD_COND_INITIALIZER;
-static pthread_cond_t g_mt_done = PTHREAD_COND_INITIALIZER;
-static pthread_mutex_t g_mt_busy = PTHREAD_MUTEX_INITIALIZER;
-static int g_mt_workers;          /* started so far */
-static mm_job *g_mt_job;          /* under g_mt_mu */
-static unsigned long g_mt_gen;    /* bumped per product, under g_mt_mu */
-static int g_mt_pending;          /* parts not finished, under g_mt_mu */
-
-static void run_part(mm_job *j, int p)
+static void gemm_part(void *ctx, int p, int parts)
 {
+    const mm_job *j = ctx;
     int unit = j->split_n ? MM_NR : MM_MR, total = j->split_n ? j->N : j->M;
     int units = (total + unit - 1) / unit;
-    int u0 = (int)((long)units * p / j->parts), u1 = (int)((long)units * (p + 1) / j->parts);
+    int u0 = (int)((long)units * p / parts), u1 = (int)((long)units * (p + 1) / parts);
     int lo = u0 * unit, hi = u1 * unit < total ? u1 * unit : total;
-    if (hi <= lo) {
+    if (hi <= lo)
         return;
-    }
     if (j->split_n) {
         const float *B = j->trans_b ? j->B + (size_t)lo * j->ldb : j->B + lo;
-        sgemm_1(j->trans_a, j->trans_b, j->M, hi - lo, j->K, j->alpha, j->A, j->lda, B,
-                           j->ldb, j->beta, j->C + lo, j->ldc);
+        sgemm_1(j->trans_a, j->trans_b, j->M, hi - lo, j->K, j->alpha, j->A, j->lda, B, j->ldb,
+                j->beta, j->C + lo, j->ldc);
     } else {
         const float *A = j->trans_a ? j->A + lo : j->A + (size_t)lo * j->lda;
-        sgemm_1(j->trans_a, j->trans_b, hi - lo, j->N, j->K, j->alpha, A, j->lda, j->B,
-                           j->ldb, j->beta, j->C + (size_t)lo * j->ldc, j->ldc);
+        sgemm_1(j->trans_a, j->trans_b, hi - lo, j->N, j->K, j->alpha, A, j->lda, j->B, j->ldb,
+                j->beta, j->C + (size_t)lo * j->ldc, j->ldc);
     }
-}
-
-static void *worker_main(void *arg)
-{
-    int part = (int)(size_t)arg; /* 1 .. MM_MAXT-1 */
-    unsigned long seen = 0;
-    pthread_mutex_lock(&g_mt_mu);
-    for (;;) {
-        while (g_mt_gen == seen)
-            pthread_cond_wait(&g_mt_work, &g_mt_mu);
-        seen = g_mt_gen;
-        mm_job *j = g_mt_job;
-        if (!j || part >= j->parts)
-            continue;
-        pthread_mutex_unlock(&g_mt_mu);
-        run_part(j, part);
-        pthread_mutex_lock(&g_mt_mu);
-        if (--g_mt_pending == 0)
-            pthread_cond_signal(&g_mt_done);
-    }
-    return NULL;
-}
-
-/* Start workers so that parts - 1 exist; returns the number of parts usable. */
-static int ensure_workers(int parts)
-{
-    pthread_mutex_lock(&g_mt_mu);
-    while (g_mt_workers < parts - 1) {
-        pthread_t t;
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        int rc = pthread_create(&t, &at, worker_main, (void *)(size_t)(g_mt_workers + 1));
-        pthread_attr_destroy(&at);
-        if (rc != 0)
-            break;
-        g_mt_workers++;
-    }
-    int n = g_mt_workers + 1;
-    pthread_mutex_unlock(&g_mt_mu);
-    return n < parts ? n : parts;
 }
 
 int mm_sgemm(int threads, int trans_a, int trans_b, int M, int N, int K, float alpha,
@@ -390,43 +445,24 @@ int mm_sgemm(int threads, int trans_a, int trans_b, int M, int N, int K, float a
                 C[(size_t)i * ldc + j] = beta != 0.0f ? beta * C[(size_t)i * ldc + j] : 0.0f;
         return 0;
     }
-    int parts = threads < MM_MAXT ? threads : MM_MAXT;
     int split_n = N >= M;
     int units = split_n ? (N + MM_NR - 1) / MM_NR : (M + MM_MR - 1) / MM_MR;
-    if (parts > units)
-        parts = units;
-    if (parts <= 1 || 2.0 * M * N * K < MM_MT_MIN_FLOPS ||
-        pthread_mutex_trylock(&g_mt_busy) != 0)
-    {
+    if (threads > units)
+        threads = units;
+    if (threads <= 1 || 2.0 * M * N * K < MM_MT_MIN_FLOPS) {
         sgemm_1(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return 0;
     }
-    parts = ensure_workers(parts);
-    mm_job j = {trans_a, trans_b, M, N, K, lda, ldb, ldc, parts, split_n, alpha, beta, A, B, C};
-    if (parts > 1) {
-        pthread_mutex_lock(&g_mt_mu);
-        g_mt_job = &j;
-        g_mt_pending = parts - 1;
-        g_mt_gen++;
-        pthread_cond_broadcast(&g_mt_work);
-        pthread_mutex_unlock(&g_mt_mu);
-    }
-    run_part(&j, 0);
-    if (parts > 1) {
-        pthread_mutex_lock(&g_mt_mu);
-        while (g_mt_pending > 0)
-            pthread_cond_wait(&g_mt_done, &g_mt_mu);
-        g_mt_job = NULL;
-        pthread_mutex_unlock(&g_mt_mu);
-    }
-    pthread_mutex_unlock(&g_mt_busy);
+    mm_job j = {trans_a, trans_b, M, N, K, lda, ldb, ldc, split_n, alpha, beta, A, B, C};
+    mm_parallel(threads, gemm_part, &j);
     return 0;
 }
 
 /* ---- causal attention products -----------------------------------------------------------
  * Rows in blocks of 4 (a short last block repeats its last row and stores only the valid
- * ones), columns in chunks of up to 4 vectors of 16 held in registers: MM_ATT_BODY(NV)
- * instantiates a chunk of NV vectors, so that the accumulators stay in registers. */
+ * ones), columns in chunks of up to 4 vectors of 16 held in registers: MM_QK_CHUNK(NV) and
+ * MM_PV_CHUNK(NV) instantiate a chunk of NV vectors, so that the accumulators stay in
+ * registers. */
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avx512f,avx512vl,avx512bw,avx512dq")

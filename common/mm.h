@@ -20,7 +20,8 @@
  * row) ranges computed by the caller and threads - 1 workers (at most 7), started on first
  * use and kept, sleeping, for the life of the process. The caller sizes this by the same
  * setting as OpenBLAS's pool (linalg.c passes openblas_get_num_threads()), and the two never
- * compute at once: a product runs either here or in OpenBLAS. One product at a time uses the
+ * compute at once: a product runs either here or in OpenBLAS. The same workers run
+ * mm_parallel's tasks (model.c's attention, the optimizer). One task at a time uses the
  * workers; a concurrent caller computes alone.
  *
  * Returns -1 (and does nothing) when the CPU lacks AVX-512 or COHORT_KERN asks for a
@@ -28,6 +29,14 @@
  */
 #ifndef COHORT_MM_H
 #define COHORT_MM_H
+
+/* A task cut into parts: fn(ctx, part, parts) for part in [0, parts), each part on its own
+ * thread, all done when mm_parallel returns. */
+typedef void (*mm_task_fn)(void *ctx, int part, int parts);
+/* Run fn in min(threads, 8) parts on the caller and the pool's workers (started on first
+ * use). When another task holds the workers, or threads <= 1, runs fn(ctx, 0, 1) on the
+ * caller. Returns the number of parts used. Works on any CPU. */
+int mm_parallel(int threads, mm_task_fn fn, void *ctx);
 
 /* 1 when mm_sgemm runs on this CPU. */
 int mm_available(void);

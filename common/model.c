@@ -3,6 +3,14 @@
  * Notation: B sequences of T positions, N = B*T rows; D model dim, F MLP dim, H heads,
  * KVH key/value heads, hd head dim (config head_dim, else D / H), qd = H * hd, kvd = KVH * hd,
  * V vocabulary. All matrices row-major.
+ *
+ * Compute: the linear layers go through la_linear* (linalg.h: Cohort's AVX-512 product of
+ * mm.h where the CPU has it, else OpenBLAS); RMSNorm, RoPE, SwiGLU and the causal softmax
+ * through kern.h's vectorised kernels. Attention, when hd is a multiple of 16 and mm.h is
+ * available, uses mm_att_* per (sequence, KV head) pair (the key block transposed once for
+ * the grp query heads sharing it, the causal upper triangle skipped), split over the worker
+ * pool (mm_parallel) as many ways as OpenBLAS has threads, at most MODEL_ATT_PARTS; otherwise
+ * one la_sgemm per (sequence, head) as before. Results do not depend on the thread count.
  */
 #include "model.h"
 
@@ -16,6 +24,9 @@
 #include "mm.h"
 #include "private/model_internal.h"
 #include "rng.h"
+
+/* Parts (threads) of the attention over the worker pool: each has its own scratch. */
+#define MODEL_ATT_PARTS 2
 
 struct model {
     model_config c;
@@ -58,6 +69,7 @@ struct model_ws {
     float *dlogits; /* [N, V] */
     /* backward scratch */
     float *dres, *dxn, *dq, *dk, *dv, *dao, *dS, *dgate, *dup;
+    /* dS above and kt: MODEL_ATT_PARTS copies, one per part of the threaded attention */
     float *kt; /* [hd, max_T] one head's keys (values) transposed, for mm_att_* */
     float *slab;
 };
@@ -262,8 +274,8 @@ int model_ws_create(const model *m, int max_B, int max_T, model_ws **out, coh_er
     size_t att = (size_t)max_B * (size_t)c->n_heads * (size_t)max_T * (size_t)max_T;
     size_t per_layer = N * (4 * D + qd + 2 * kvd + qd + 3 * F + 2) + att;
     size_t total = per_layer * (size_t)c->n_layers + N * (2 * D + 1 + 2 * V) +
-                   /* scratch */ N * (2 * D + 2 * qd + 2 * kvd + 2 * F) + (size_t)max_T * max_T +
-                   hd * (size_t)max_T;
+                   /* scratch */ N * (2 * D + 2 * qd + 2 * kvd + 2 * F) +
+                   MODEL_ATT_PARTS * ((size_t)max_T * max_T + hd * (size_t)max_T);
     model_ws *ws = calloc(1, sizeof *ws);
     if (!ws)
         return coh_fail(err, COH_ENOMEM, "model_ws_create: out of memory");
@@ -311,8 +323,8 @@ int model_ws_create(const model *m, int max_B, int max_T, model_ws **out, coh_er
     TAKE(ws->dv, N * kvd);
     TAKE(ws->dgate, N * F);
     TAKE(ws->dup, N * F);
-    TAKE(ws->dS, (size_t)max_T * max_T);
-    TAKE(ws->kt, hd * max_T);
+    TAKE(ws->dS, MODEL_ATT_PARTS * (size_t)max_T * max_T);
+    TAKE(ws->kt, MODEL_ATT_PARTS * hd * max_T);
 #undef TAKE
     *out = ws;
     return COH_OK;
@@ -385,53 +397,86 @@ static void head_transpose(float *dst, const float *x, int ld, int T, int hd)
     }
 }
 
-static void attention_forward_fast(ws_layer *a, float *kt, int B, int T, int H, int KVH, int hd,
-                                   float scale)
+/* One call runs the (sequence, KV head) pairs [u0, u1) of B * KVH with its own scratch kt
+ * ([hd, T]) and dS ([T, T], backward only). */
+static void attention_forward_fast(ws_layer *a, float *kt, int u0, int u1, int T, int H, int KVH,
+                                   int hd, float scale)
 {
     int qd = H * hd, kvd = KVH * hd, grp = H / KVH;
-    for (int b = 0; b < B; b++)
-        for (int kh = 0; kh < KVH; kh++) {
-            const float *k = a->k + (size_t)b * T * kvd + (size_t)kh * hd;
-            const float *v = a->v + (size_t)b * T * kvd + (size_t)kh * hd;
-            head_transpose(kt, k, kvd, T, hd);
-            for (int h = kh * grp; h < (kh + 1) * grp; h++) {
-                float *S = a->att + ((size_t)b * H + h) * T * T;
-                const float *q = a->q + (size_t)b * T * qd + (size_t)h * hd;
-                mm_att_qk(T, hd, scale, q, qd, kt, S);
-                for (int i = 0; i < T; i++)
-                    kern_softmax_row(S + (size_t)i * T, i + 1, T);
-                mm_att_pv(T, hd, 1.0f, S, v, kvd, a->ao + (size_t)b * T * qd + (size_t)h * hd, qd,
-                          0);
-            }
+    for (int u = u0; u < u1; u++) {
+        int b = u / KVH, kh = u % KVH;
+        const float *k = a->k + (size_t)b * T * kvd + (size_t)kh * hd;
+        const float *v = a->v + (size_t)b * T * kvd + (size_t)kh * hd;
+        head_transpose(kt, k, kvd, T, hd);
+        for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+            float *S = a->att + ((size_t)b * H + h) * T * T;
+            const float *q = a->q + (size_t)b * T * qd + (size_t)h * hd;
+            mm_att_qk(T, hd, scale, q, qd, kt, S);
+            for (int i = 0; i < T; i++)
+                kern_softmax_row(S + (size_t)i * T, i + 1, T);
+            mm_att_pv(T, hd, 1.0f, S, v, kvd, a->ao + (size_t)b * T * qd + (size_t)h * hd, qd, 0);
         }
+    }
 }
 
 /* ws->dao -> ws->dq (overwritten), ws->dk and ws->dv (added into). */
-static void attention_backward_fast(const ws_layer *a, model_ws *ws, int B, int T, int H, int KVH,
-                                    int hd, float scale)
+static void attention_backward_fast(const ws_layer *a, model_ws *ws, float *kt, float *dS, int u0,
+                                    int u1, int T, int H, int KVH, int hd, float scale)
 {
     int qd = H * hd, kvd = KVH * hd, grp = H / KVH;
-    float *dS = ws->dS;
-    for (int b = 0; b < B; b++)
-        for (int kh = 0; kh < KVH; kh++) {
-            const float *k = a->k + (size_t)b * T * kvd + (size_t)kh * hd;
-            const float *v = a->v + (size_t)b * T * kvd + (size_t)kh * hd;
-            float *dk = ws->dk + (size_t)b * T * kvd + (size_t)kh * hd;
-            float *dv = ws->dv + (size_t)b * T * kvd + (size_t)kh * hd;
-            head_transpose(ws->kt, v, kvd, T, hd);
-            for (int h = kh * grp; h < (kh + 1) * grp; h++) {
-                const float *S = a->att + ((size_t)b * H + h) * T * T;
-                const float *q = a->q + (size_t)b * T * qd + (size_t)h * hd;
-                const float *dO = ws->dao + (size_t)b * T * qd + (size_t)h * hd;
-                float *dq = ws->dq + (size_t)b * T * qd + (size_t)h * hd;
-                mm_att_qk(T, hd, 1.0f, dO, qd, ws->kt, dS); /* dP = dO V^T */
-                mm_att_ptv(T, hd, 1.0f, S, dO, qd, dv, kvd); /* dV += P^T dO */
-                for (int i = 0; i < T; i++)
-                    kern_softmax_bwd_row(dS + (size_t)i * T, S + (size_t)i * T, i + 1, T);
-                mm_att_pv(T, hd, scale, dS, k, kvd, dq, qd, 0); /* dQ = scale dS K */
-                mm_att_ptv(T, hd, scale, dS, q, qd, dk, kvd);  /* dK += scale dS^T Q */
-            }
+    for (int u = u0; u < u1; u++) {
+        int b = u / KVH, kh = u % KVH;
+        const float *k = a->k + (size_t)b * T * kvd + (size_t)kh * hd;
+        const float *v = a->v + (size_t)b * T * kvd + (size_t)kh * hd;
+        float *dk = ws->dk + (size_t)b * T * kvd + (size_t)kh * hd;
+        float *dv = ws->dv + (size_t)b * T * kvd + (size_t)kh * hd;
+        head_transpose(kt, v, kvd, T, hd);
+        for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+            const float *S = a->att + ((size_t)b * H + h) * T * T;
+            const float *q = a->q + (size_t)b * T * qd + (size_t)h * hd;
+            const float *dO = ws->dao + (size_t)b * T * qd + (size_t)h * hd;
+            float *dq = ws->dq + (size_t)b * T * qd + (size_t)h * hd;
+            mm_att_qk(T, hd, 1.0f, dO, qd, kt, dS);      /* dP = dO V^T */
+            mm_att_ptv(T, hd, 1.0f, S, dO, qd, dv, kvd); /* dV += P^T dO */
+            for (int i = 0; i < T; i++)
+                kern_softmax_bwd_row(dS + (size_t)i * T, S + (size_t)i * T, i + 1, T);
+            mm_att_pv(T, hd, scale, dS, k, kvd, dq, qd, 0); /* dQ = scale dS K */
+            mm_att_ptv(T, hd, scale, dS, q, qd, dk, kvd);   /* dK += scale dS^T Q */
         }
+    }
+}
+
+/* Both directions over the worker pool (mm_parallel): parts split the B * KVH pairs. */
+typedef struct att_task {
+    ws_layer *a;
+    model_ws *ws;
+    int backward, B, T, H, KVH, hd;
+    float scale;
+} att_task;
+
+static void att_part(void *ctx, int p, int parts)
+{
+    const att_task *t = ctx;
+    int units = t->B * t->KVH, u0 = (int)((long)units * p / parts),
+        u1 = (int)((long)units * (p + 1) / parts);
+    float *kt = t->ws->kt + (size_t)p * t->hd * t->ws->max_T;
+    float *dS = t->ws->dS + (size_t)p * t->ws->max_T * t->ws->max_T;
+    if (t->backward)
+        attention_backward_fast(t->a, t->ws, kt, dS, u0, u1, t->T, t->H, t->KVH, t->hd, t->scale);
+    else
+        attention_forward_fast(t->a, kt, u0, u1, t->T, t->H, t->KVH, t->hd, t->scale);
+}
+
+static void attention_fast(ws_layer *a, model_ws *ws, int backward, int B, int T, int H, int KVH,
+                           int hd, float scale)
+{
+    att_task t = {a, ws, backward, B, T, H, KVH, hd, scale};
+    int threads = la_blas_threads();
+    if (threads > MODEL_ATT_PARTS)
+        threads = MODEL_ATT_PARTS;
+    if (threads > B * KVH)
+        threads = B * KVH;
+    mm_parallel(threads, att_part, &t);
 }
 
 /* ---- forward ------------------------------------------------------------------------------ */
@@ -480,7 +525,7 @@ int model_forward(const model *m, model_ws *ws, const int *tokens, int B, int T,
         model__rope(a->k, N, T, 0, KVH, hd, m->rope_cos, m->rope_sin, 0);
 
         if (att_fast(hd))
-            attention_forward_fast(a, ws->kt, B, T, H, KVH, hd, scale);
+            attention_fast(a, ws, 0, B, T, H, KVH, hd, scale);
         else
             for (int b = 0; b < B; b++)
                 for (int h = 0; h < H; h++) {
@@ -556,7 +601,7 @@ int model_backward(const model *m, model_ws *ws, const float *dlogits, float *gr
         memset(ws->dk, 0, (size_t)N * kvd * sizeof(float));
         memset(ws->dv, 0, (size_t)N * kvd * sizeof(float));
         if (att_fast(hd))
-            attention_backward_fast(a, ws, B, T, H, KVH, hd, scale);
+            attention_fast(a, ws, 1, B, T, H, KVH, hd, scale);
         else
             for (int b = 0; b < B; b++)
                 for (int h = 0; h < H; h++) {

@@ -20,7 +20,11 @@
  * starts at position 0. Attention is causal, so padding after a sequence's end never changes
  * its logits; callers simply ignore the padded positions.
  *
- * Threads: every matrix product goes through OpenBLAS; this module starts no threads.
+ * Threads: matrix products go through linalg.h (common/mm.h's AVX-512 product where the CPU
+ * has it, else OpenBLAS); element-wise work through kern.h's vectorised kernels. With more
+ * than one thread (OpenBLAS's setting, openblas_set_num_threads) attention and the large
+ * products are split over mm.h's worker pool, sized by that same setting; the two pools never
+ * compute at once.
  */
 #ifndef COHORT_MODEL_H
 #define COHORT_MODEL_H

@@ -96,7 +96,7 @@ int rpc_channel_create(const char *target, const rpc_channel_config *cfg, rpc_ch
         }
     }
 
-    grpc_arg args[5];
+    grpc_arg args[8];
     size_t na = 0;
     memset(args, 0, sizeof args);
     /* Cohort's peers restart (a learner resumes from its checkpoint); gRPC's default
@@ -121,6 +121,22 @@ int rpc_channel_create(const char *target, const rpc_channel_config *cfg, rpc_ch
         args[na].value.integer = cfg->max_send_bytes < 0 ? -1 : cfg->max_send_bytes;
         na++;
     }
+    if (cfg->stream_window_bytes > 0) {
+        /* a fixed, large HTTP/2 receive window: the sender never waits for a window update
+         * (each one is a thread wake-up on both sides, which a busy machine makes slow) */
+        args[na].type = GRPC_ARG_INTEGER;
+        args[na].key = GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES;
+        args[na].value.integer = cfg->stream_window_bytes;
+        na++;
+        args[na].type = GRPC_ARG_INTEGER;
+        args[na].key = GRPC_ARG_HTTP2_BDP_PROBE; /* else BDP probing resizes the window */
+        args[na].value.integer = 0;
+        na++;
+        args[na].type = GRPC_ARG_INTEGER;
+        args[na].key = GRPC_ARG_HTTP2_MAX_FRAME_SIZE;
+        args[na].value.integer = 4 << 20;
+        na++;
+    }
     int tls = cfg->tls || cfg->tls_ca_file;
     if (tls && cfg->tls_server_name && cfg->tls_server_name[0]) {
         args[na].type = GRPC_ARG_STRING;
@@ -128,20 +144,7 @@ int rpc_channel_create(const char *target, const rpc_channel_config *cfg, rpc_ch
         args[na].value.string = (char *)cfg->tls_server_name;
         na++;
     }
-    /* TEMP-H4 experiment */
-    static grpc_arg xa[8];
-    size_t nx = 0;
-    const char *ev;
-    if ((ev = getenv("H4_LOOKAHEAD"))) { xa[nx].type = GRPC_ARG_INTEGER; xa[nx].key = GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES; xa[nx++].value.integer = atoi(ev); }
-    if ((ev = getenv("H4_FRAME"))) { xa[nx].type = GRPC_ARG_INTEGER; xa[nx].key = GRPC_ARG_HTTP2_MAX_FRAME_SIZE; xa[nx++].value.integer = atoi(ev); }
-    if ((ev = getenv("H4_BDP"))) { xa[nx].type = GRPC_ARG_INTEGER; xa[nx].key = GRPC_ARG_HTTP2_BDP_PROBE; xa[nx++].value.integer = atoi(ev); }
-    if ((ev = getenv("H4_READ"))) { xa[nx].type = GRPC_ARG_INTEGER; xa[nx].key = GRPC_ARG_TCP_READ_CHUNK_SIZE; xa[nx++].value.integer = atoi(ev);
-        xa[nx].type = GRPC_ARG_INTEGER; xa[nx].key = GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE; xa[nx++].value.integer = atoi(ev);
-        xa[nx].type = GRPC_ARG_INTEGER; xa[nx].key = GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE; xa[nx++].value.integer = atoi(ev); }
-    grpc_arg all[16];
-    memcpy(all, args, na * sizeof *args);
-    memcpy(all + na, xa, nx * sizeof *xa);
-    grpc_channel_args cargs = {na + nx, all};
+    grpc_channel_args cargs = {na, args};
 
     grpc_init();
     grpc_channel_credentials *creds =

@@ -161,13 +161,48 @@ static int cmp_pi(const void *a, const void *b)
     return x->i - y->i;
 }
 
+static void swap_pi(struct sm_pi *a, int i, int j)
+{
+    struct sm_pi t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+}
+
+/* Reorder a[0..n) so that a[0..k) hold the k first entries of cmp_pi's order (by probability,
+ * then id: a total order), in no particular order: quickselect, O(n) on average, so that
+ * top-k (greedy evaluation: k = 1) does not sort the whole vocabulary. */
+static void select_top(struct sm_pi *a, int n, int k)
+{
+    int lo = 0, hi = n - 1, want = k - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (cmp_pi(&a[mid], &a[lo]) < 0)
+            swap_pi(a, lo, mid);
+        if (cmp_pi(&a[hi], &a[lo]) < 0)
+            swap_pi(a, lo, hi);
+        if (cmp_pi(&a[mid], &a[hi]) < 0)
+            swap_pi(a, mid, hi); /* a[hi]: the median of the three, the pivot */
+        int st = lo;
+        for (int i = lo; i < hi; i++)
+            if (cmp_pi(&a[i], &a[hi]) < 0)
+                swap_pi(a, i, st++);
+        swap_pi(a, st, hi);
+        if (st == want)
+            return;
+        if (want < st)
+            hi = st - 1;
+        else
+            lo = st + 1;
+    }
+}
+
 /* One row's step: draw a token from logits[0..V) and its log-probability (and entropy).
  *
  * One pass of vectorised exponentials: e[i] = exp(z_i - zmax) with z = logits / T, their sum
  * S over all V ids (lse = zmax + log S, for the recorded log-probability of the full
  * distribution) and the block sums over the candidates (ids < vocab_limit, when set). The
  * draw compares u * S_candidates with the running sum of e: block sums first, then one
- * block. Top-k / top-p sort the candidates' probabilities, as before. */
+ * block. Top-k / top-p sort the candidates' probabilities (top-k: only the k largest). */
 static int sample_row(sampler *s, const float *logits, int V, const sample_params *p, rng *r,
                       int want_ent, int *tok, float *logp, float *ent, coh_err *err)
 {
@@ -225,10 +260,12 @@ static int sample_row(sampler *s, const float *logits, int V, const sample_param
             s->order[i].p = (double)s->e[i] / S_lim;
             s->order[i].i = i;
         }
-        qsort(s->order, (size_t)lim, sizeof *s->order, cmp_pi);
         int keep = lim;
-        if (p->top_k > 0 && p->top_k < keep)
+        if (p->top_k > 0 && p->top_k < keep) {
             keep = p->top_k;
+            select_top(s->order, lim, keep);
+        }
+        qsort(s->order, (size_t)keep, sizeof *s->order, cmp_pi);
         double mass = 0.0;
         int k;
         for (k = 0; k < keep; k++) {

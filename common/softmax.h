@@ -2,7 +2,10 @@
  *
  * All functions work on the temperature-scaled distribution p = softmax(logits / T), the one
  * an actor samples from, so actors and learner compute the same log-probabilities.
- * Sums are accumulated in double. Pure functions: no allocation, no I/O.
+ * Sums are accumulated in double. Rows of 256 logits or more (real vocabularies) take one
+ * vectorised pass (kern.h: exponentials in float lanes, sums in double; log-probabilities
+ * within about 1e-6 of the all-double result); shorter rows are computed in double throughout.
+ * Pure functions: no allocation, no I/O.
  */
 #ifndef COHORT_SOFTMAX_H
 #define COHORT_SOFTMAX_H

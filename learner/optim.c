@@ -6,11 +6,15 @@
  * decay on the decayed segments and none on everything else. A gradient holding a NaN or an
  * infinity is detected before anything is written, so a skipped step changes nothing.
  * The update itself runs in float, vectorised (kern_adamw), with the clip factor applied to
- * the gradient in the same pass; the gradient norm is summed in double.
+ * the gradient in the same pass; the gradient norm is summed in double over fixed chunks.
+ * Both run on as many threads as OpenBLAS's pool has (mm_parallel's workers); the results do
+ * not depend on the number of threads.
  */
 #include "optim.h"
 
 #include "kern.h"
+#include "linalg.h"
+#include "mm.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -24,6 +28,7 @@ struct adamw {
     long t;              /* completed steps */
     optim_segment *segs; /* sorted by offset, disjoint */
     int n_segs;
+    double *chunk;       /* per-chunk sums of squares (chunked_norm) */
 };
 
 optim_config optim_config_default(void)
@@ -84,9 +89,47 @@ float optim_lr_at(const optim_config *c, long step)
     return (float)(floor_lr + (lr - floor_lr) * frac);
 }
 
+/* Sum of squares over fixed chunks of OPTIM_CHUNK, the chunks' sums added in order: the same
+ * result however many threads compute the chunks. */
+#define OPTIM_CHUNK ((size_t)1 << 16)
+
+typedef struct sumsq_task {
+    const float *g;
+    size_t n;
+    double *chunk; /* [nchunks] */
+} sumsq_task;
+
+static void sumsq_part(void *ctx, int p, int parts)
+{
+    const sumsq_task *t = ctx;
+    size_t nch = (t->n + OPTIM_CHUNK - 1) / OPTIM_CHUNK;
+    size_t c0 = nch * (size_t)p / (size_t)parts, c1 = nch * (size_t)(p + 1) / (size_t)parts;
+    for (size_t c = c0; c < c1; c++) {
+        size_t lo = c * OPTIM_CHUNK, len = t->n - lo < OPTIM_CHUNK ? t->n - lo : OPTIM_CHUNK;
+        t->chunk[c] = kern_sumsq(t->g + lo, len);
+    }
+}
+
+/* chunk: scratch of (n + OPTIM_CHUNK - 1) / OPTIM_CHUNK doubles, or NULL (one thread). */
+static double chunked_norm(const float *g, size_t n, double *chunk, int threads)
+{
+    double s = 0.0;
+    if (!chunk) {
+        for (size_t lo = 0; lo < n; lo += OPTIM_CHUNK)
+            s += kern_sumsq(g + lo, n - lo < OPTIM_CHUNK ? n - lo : OPTIM_CHUNK);
+        return sqrt(s);
+    }
+    sumsq_task t = {g, n, chunk};
+    mm_parallel(threads, sumsq_part, &t);
+    size_t nch = (n + OPTIM_CHUNK - 1) / OPTIM_CHUNK;
+    for (size_t c = 0; c < nch; c++)
+        s += chunk[c];
+    return sqrt(s);
+}
+
 double optim_grad_norm(const float *g, size_t n)
 {
-    return sqrt(kern_sumsq(g, n));
+    return chunked_norm(g, n, NULL, 1);
 }
 
 static int seg_cmp(const void *a, const void *b)
@@ -119,9 +162,10 @@ int adamw_create(size_t n_params, const optim_segment *segs, int n_segs, adamw *
     o->n = n_params;
     o->m = calloc(n_params, sizeof *o->m);
     o->v = calloc(n_params, sizeof *o->v);
+    o->chunk = calloc((n_params + OPTIM_CHUNK - 1) / OPTIM_CHUNK, sizeof *o->chunk);
     if (n_segs > 0)
         o->segs = malloc((size_t)n_segs * sizeof *o->segs);
-    if (!o->m || !o->v || (n_segs > 0 && !o->segs)) {
+    if (!o->m || !o->v || !o->chunk || (n_segs > 0 && !o->segs)) {
         adamw_destroy(o);
         return coh_fail(err, COH_ENOMEM,
                         "out of memory for the AdamW moments of %zu parameters (%zu MiB)",
@@ -154,6 +198,7 @@ void adamw_destroy(adamw *o)
     free(o->m);
     free(o->v);
     free(o->segs);
+    free(o->chunk);
     free(o);
 }
 
@@ -163,15 +208,45 @@ long adamw_steps(const adamw *o) { return o->t; }
 void adamw_set_steps(adamw *o, long t) { o->t = t < 0 ? 0 : t; }
 size_t adamw_size(const adamw *o) { return o->n; }
 
-/* AdamW update of [lo, hi) (kern.h, in float) with decoupled decay wd (0 = none): the
- * clip factor is applied to the gradient in the same pass. */
-static void update_range(adamw *o, kern_adamw_k k, double lr, double wd, float *p, float *g,
-                         size_t lo, size_t hi)
+/* One step's ranges [lo, hi) with their decay factor keep = 1 - lr wd, updated by kern_adamw
+ * (in float, the clip factor applied to the gradient in the same pass); the parts of
+ * mm_parallel split every range. */
+typedef struct step_task {
+    adamw *o;
+    float *p, *g;
+    kern_adamw_k k;
+    int n;
+    size_t lo[3], hi[3]; /* at most: before a segment, the segment, after the last */
+    float keep[3];
+} step_task;
+
+static void step_part(void *ctx, int part, int parts)
+{
+    const step_task *t = ctx;
+    for (int r = 0; r < t->n; r++) {
+        size_t len = t->hi[r] - t->lo[r];
+        size_t a = t->lo[r] + (len * (size_t)part / (size_t)parts & ~(size_t)15);
+        size_t b = part + 1 == parts ? t->hi[r]
+                                     : t->lo[r] + (len * (size_t)(part + 1) / (size_t)parts & ~(size_t)15);
+        if (b <= a)
+            continue;
+        kern_adamw_k k = t->k;
+        k.keep = t->keep[r];
+        kern_adamw(t->p + a, t->g + a, t->o->m + a, t->o->v + a, b - a, &k);
+    }
+}
+
+static void update_range(step_task *t, double lr, double wd, size_t lo, size_t hi, int threads)
 {
     if (hi <= lo)
         return;
-    k.keep = (float)(1.0 - lr * wd);
-    kern_adamw(p + lo, g + lo, o->m + lo, o->v + lo, hi - lo, &k);
+    t->lo[t->n] = lo;
+    t->hi[t->n] = hi;
+    t->keep[t->n] = (float)(1.0 - lr * wd);
+    if (++t->n == 3) {
+        mm_parallel(threads, step_part, t);
+        t->n = 0;
+    }
 }
 
 static int check_optim_config(const optim_config *c, coh_err *err)
@@ -205,7 +280,8 @@ int adamw_step(adamw *o, const optim_config *c, float *params, float *grads, flo
     adamw_stats s;
     memset(&s, 0, sizeof s);
     s.lr = lr_override > 0.0f ? lr_override : optim_lr_at(c, o->t);
-    s.grad_norm = optim_grad_norm(grads, o->n);
+    int threads = la_blas_threads();
+    s.grad_norm = chunked_norm(grads, o->n, o->chunk, threads);
     s.clip_scale = 1.0;
     if (!isfinite(s.grad_norm)) {
         s.skipped = 1;
@@ -242,15 +318,22 @@ int adamw_step(adamw *o, const optim_config *c, float *params, float *grads, flo
     k.isbc2 = (float)(1.0 / sqrt(bc2));
     k.eps = c->eps;
     double wd = c->weight_decay;
+    step_task t;
+    memset(&t, 0, sizeof t);
+    t.o = o;
+    t.p = params;
+    t.g = grads;
+    t.k = k;
     size_t pos = 0;
     for (int i = 0; i < o->n_segs; i++) {
         const optim_segment *sg = &o->segs[i];
-        update_range(o, k, lr, 0.0, params, grads, pos, sg->offset);
-        update_range(o, k, lr, sg->decay ? wd : 0.0, params, grads, sg->offset,
-                     sg->offset + sg->n);
+        update_range(&t, lr, 0.0, pos, sg->offset, threads);
+        update_range(&t, lr, sg->decay ? wd : 0.0, sg->offset, sg->offset + sg->n, threads);
         pos = sg->offset + sg->n;
     }
-    update_range(o, k, lr, 0.0, params, grads, pos, o->n);
+    update_range(&t, lr, 0.0, pos, o->n, threads);
+    if (t.n > 0)
+        mm_parallel(threads, step_part, &t);
     if (st)
         *st = s;
     return COH_OK;

@@ -226,6 +226,56 @@ static void test_multi(void **state)
     model_destroy(m);
 }
 
+/* Top-k selects without sorting the vocabulary: every draw is among the k largest logits of
+ * the full forward (k = 1: the argmax), within vocab_limit. */
+static void test_top_k(void **state)
+{
+    (void)state;
+    model *m = mid_model(8, 700, MODEL_FAMILY_LLAMA);
+    int V = 700, M = 8, n = 4, plen = 3, prompt[3] = {5, 6, 7};
+    sampler *s = NULL;
+    coh_err err;
+    assert_int_equal(sampler_create(m, n, plen + M, &s, &err), COH_OK);
+    model_ws *ws = NULL;
+    assert_int_equal(model_ws_create(m, 1, plen + M, &ws, &err), COH_OK);
+    static const int ks[] = {1, 3, 50};
+    static const int limits[] = {0, 500};
+    for (size_t a = 0; a < sizeof ks / sizeof *ks; a++)
+        for (size_t b = 0; b < sizeof limits / sizeof *limits; b++) {
+            sample_params sp = sample_params_default();
+            sp.max_new_tokens = M;
+            sp.eos_id = -1;
+            sp.top_k = ks[a];
+            sp.vocab_limit = limits[b];
+            int lim = limits[b] ? limits[b] : V;
+            int tok[4 * 8], len[4];
+            rng r;
+            rng_init(&r, 31 + a);
+            assert_int_equal(sampler_generate(s, prompt, plen, n, &sp, &r, tok, NULL, NULL, len,
+                                              &err),
+                             COH_OK);
+            for (int i = 0; i < n; i++) {
+                int seq[11];
+                memcpy(seq, prompt, sizeof prompt);
+                memcpy(seq + plen, tok + i * M, sizeof(int) * (size_t)M);
+                assert_int_equal(model_forward(m, ws, seq, 1, plen + M, &err), COH_OK);
+                for (int k = 0; k < M; k++) {
+                    const float *lg = model_ws_logits(ws) + (size_t)(plen + k - 1) * V;
+                    int t = seq[plen + k], above = 0;
+                    assert_true(t >= 0 && t < lim);
+                    for (int j = 0; j < lim; j++)
+                        above += lg[j] > lg[t] + 1e-4f; /* clearly larger than the draw's */
+                    if (above >= ks[a])
+                        fail_msg("top_k %d: row %d token %d = %d has %d larger logits", ks[a],
+                                 i, k, t, above);
+                }
+            }
+        }
+    model_ws_destroy(ws);
+    sampler_destroy(s);
+    model_destroy(m);
+}
+
 /* Weights that overflow give a clear error, not NaN log-probabilities. */
 static void test_nonfinite(void **state)
 {
@@ -254,6 +304,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity_variants),
         cmocka_unit_test(test_multi),
+        cmocka_unit_test(test_top_k),
         cmocka_unit_test(test_nonfinite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

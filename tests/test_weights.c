@@ -272,6 +272,171 @@ static void test_pieces(void **state)
     model_destroy(m);
 }
 
+static float bits_f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* float -> bfloat16: round to nearest, ties to even; inf stays inf; NaN stays NaN. */
+static void test_bf16_rounding(void **state)
+{
+    (void)state;
+    assert_int_equal(wt_f32_to_bf16(1.0f), 0x3f80);
+    assert_int_equal(wt_f32_to_bf16(-2.0f), 0xc000);
+    assert_int_equal(wt_f32_to_bf16(bits_f(0x3f808000u)), 0x3f80); /* tie, even below */
+    assert_int_equal(wt_f32_to_bf16(bits_f(0x3f818000u)), 0x3f82); /* tie, odd: up */
+    assert_int_equal(wt_f32_to_bf16(bits_f(0x3f808001u)), 0x3f81); /* above the tie */
+    assert_int_equal(wt_f32_to_bf16(bits_f(0x3f807fffu)), 0x3f80); /* below the tie */
+    assert_int_equal(wt_f32_to_bf16(bits_f(0x7f800000u)), 0x7f80); /* inf */
+    assert_int_equal(wt_f32_to_bf16(bits_f(0xff800000u)), 0xff80); /* -inf */
+    assert_int_equal(wt_f32_to_bf16(bits_f(0x7f7fffffu)), 0x7f80); /* max rounds to inf */
+    uint16_t nan = wt_f32_to_bf16(bits_f(0x7f800001u));         /* a NaN with a low payload */
+    assert_true((nan & 0x7f80) == 0x7f80 && (nan & 0x7f) != 0);
+    assert_int_equal(wt_f32_to_bf16(bits_f(0x00000001u)), 0x0000); /* tiny subnormal */
+}
+
+/* A BF16 variant: half the data bytes; the receiver widens it to the F32 file of the
+ * rounded weights (its metadata CRC consistent, so ckpt_from_buffer accepts it). */
+static void test_bf16_variant_roundtrip(void **state)
+{
+    (void)state;
+    model *m = policy(11);
+    wt_snapshot *s = NULL, *b = NULL;
+    coh_err err;
+    assert_int_equal(wt_snapshot_make(m, 4, &s, &err), COH_OK);
+    assert_int_equal(wt_snapshot_make_bf16(s, &b, &err), COH_OK);
+    assert_int_equal(wt_snapshot_wire(b), WT_WIRE_BF16);
+    assert_int_equal(wt_snapshot_version(b), 4);
+    size_t params = model_num_params(m) * 4;
+    assert_int_equal(wt_snapshot_size(s) - wt_snapshot_size(b), params / 2);
+    assert_int_equal(wt_snapshot_crc(b), (uint32_t)crc32(0, wt_snapshot_blob(b),
+                                                          (uInt)wt_snapshot_size(b)));
+    /* no BF16 of a BF16 variant */
+    wt_snapshot *bb = NULL;
+    assert_int_equal(wt_snapshot_make_bf16(b, &bb, &err), COH_EINVAL);
+    wt_recv *r = receiver_for(b);
+    wt_recv_set_bf16(r);
+    transfer(b, r, 70000, 1 << 30);
+    model *back = NULL;
+    if (wt_recv_finish(r, &back, &err))
+        fail_msg("%s", err.msg);
+    const float *w = model_params_const(m), *g = model_params_const(back);
+    for (size_t i = 0; i < model_num_params(m); i++) {
+        float want = bits_f((uint32_t)wt_f32_to_bf16(w[i]) << 16);
+        assert_memory_equal(&g[i], &want, 4);
+    }
+    size_t flen = 0;
+    void *f32 = wt_recv_take_f32(r, &flen);
+    assert_non_null(f32);
+    assert_int_equal(flen, wt_snapshot_size(s));
+    free(f32);
+    model_destroy(back);
+    wt_recv_destroy(r);
+    wt_snapshot_destroy(b);
+    wt_snapshot_destroy(s);
+    model_destroy(m);
+}
+
+/* A delta carries only the tensors that changed; the receiver patches its base and checks
+ * the whole CRC; a wrong base or bad ranges are refused. */
+static void test_delta_variant(void **state)
+{
+    (void)state;
+    model *m = policy(12);
+    wt_snapshot *v1 = NULL, *v2 = NULL, *d = NULL;
+    coh_err err;
+    assert_int_equal(wt_snapshot_make(m, 1, &v1, &err), COH_OK);
+    size_t np = model_num_params(m);
+    for (size_t i = np / 2; i < np; i++)
+        model_params(m)[i] *= 1.5f;
+    assert_int_equal(wt_snapshot_make(m, 2, &v2, &err), COH_OK);
+    assert_int_equal(wt_snapshot_make_delta(v1, v2, &d, &err), COH_OK);
+    assert_int_equal(wt_snapshot_wire(d), WT_WIRE_DELTA);
+    assert_int_equal(wt_snapshot_delta_base(d), 1);
+    assert_int_equal(wt_snapshot_delta_result_size(d), wt_snapshot_size(v2));
+    assert_int_equal(wt_snapshot_delta_result_crc(d), wt_snapshot_crc(v2));
+    assert_true(wt_snapshot_size(d) < wt_snapshot_size(v2) * 3 / 4);
+    const char *const *names;
+    size_t nn = wt_snapshot_delta_names(d, &names);
+    assert_true(nn >= 1);
+    const wt_range *rg;
+    size_t nr = wt_snapshot_delta_ranges(d, &rg);
+    assert_int_equal(nr, nn + 1); /* the header + every changed tensor */
+    assert_int_equal(rg[0].off, 0);
+    for (size_t i = 1; i < nr; i++)
+        assert_true(rg[i].off >= rg[i - 1].off + rg[i - 1].len);
+
+    /* the receiver holds v1's blob */
+    wt_recv *r = receiver_for(d);
+    assert_int_equal(wt_recv_set_delta(r, wt_snapshot_blob(v1), wt_snapshot_size(v1), rg, nr,
+                                       wt_snapshot_size(v2), wt_snapshot_crc(v2), &err),
+                     COH_OK);
+    transfer(d, r, 50000, 1 << 30);
+    model *back = NULL;
+    if (wt_recv_finish(r, &back, &err))
+        fail_msg("%s", err.msg);
+    assert_memory_equal(model_params_const(back), model_params_const(m), np * sizeof(float));
+    model_destroy(back);
+    wt_recv_destroy(r);
+
+    /* a base that is not v1: the patched result fails the whole CRC */
+    unsigned char *wrong = malloc(wt_snapshot_size(v1));
+    memcpy(wrong, wt_snapshot_blob(v1), wt_snapshot_size(v1));
+    wrong[wt_snapshot_size(v1) / 4] ^= 1; /* in a frozen tensor */
+    r = receiver_for(d);
+    assert_int_equal(wt_recv_set_delta(r, wrong, wt_snapshot_size(v1), rg, nr,
+                                       wt_snapshot_size(v2), wt_snapshot_crc(v2), &err),
+                     COH_OK);
+    transfer(d, r, 1 << 20, 1 << 30);
+    assert_int_equal(wt_recv_finish(r, &back, &err), COH_EFORMAT);
+    assert_non_null(strstr(err.msg, "delta"));
+    assert_null(wt_recv_take_f32(r, &np));
+    wt_recv_destroy(r);
+    free(wrong);
+
+    /* bad ranges and sizes */
+    r = receiver_for(d);
+    wt_range over[2] = {{0, 100}, {50, 10}};
+    assert_int_equal(wt_recv_set_delta(r, wt_snapshot_blob(v1), wt_snapshot_size(v1), over, 2,
+                                       wt_snapshot_size(v2), 0, &err),
+                     COH_EINVAL);
+    wt_range past[1] = {{wt_snapshot_size(v2) - 4, 8}};
+    assert_int_equal(wt_recv_set_delta(r, wt_snapshot_blob(v1), wt_snapshot_size(v1), past, 1,
+                                       wt_snapshot_size(v2), 0, &err),
+                     COH_EINVAL);
+    assert_int_equal(wt_recv_set_delta(r, wt_snapshot_blob(v1), wt_snapshot_size(v1) - 1, rg,
+                                       nr, wt_snapshot_size(v2), 0, &err),
+                     COH_ERANGE);
+    wt_range few[1] = {{0, 8}};
+    assert_int_equal(wt_recv_set_delta(r, wt_snapshot_blob(v1), wt_snapshot_size(v1), few, 1,
+                                       wt_snapshot_size(v2), 0, &err),
+                     COH_EINVAL); /* does not add up to the stream's total */
+    wt_recv_destroy(r);
+
+    /* another layout: no delta */
+    model_config c = model_config_default(98);
+    c.n_layers += 1;
+    model *m3 = NULL;
+    wt_snapshot *v3 = NULL, *d3 = NULL;
+    assert_int_equal(model_create(&c, &m3, &err), COH_OK);
+    model_init_random(m3, 1);
+    assert_int_equal(wt_snapshot_make(m3, 3, &v3, &err), COH_OK);
+    assert_int_equal(wt_snapshot_make_delta(v2, v3, &d3, &err), COH_EUNSUPPORTED);
+    assert_null(d3);
+    /* identical versions: only the header travels */
+    assert_int_equal(wt_snapshot_make_delta(v2, v2, &d3, &err), COH_OK);
+    assert_int_equal(wt_snapshot_delta_ranges(d3, &rg), 1);
+    wt_snapshot_destroy(d3);
+    wt_snapshot_destroy(v3);
+    model_destroy(m3);
+    wt_snapshot_destroy(d);
+    wt_snapshot_destroy(v2);
+    wt_snapshot_destroy(v1);
+    model_destroy(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -281,6 +446,9 @@ int main(void)
         cmocka_unit_test(test_crc32_matches_zlib),
         cmocka_unit_test(test_chunk_crc_from_table),
         cmocka_unit_test(test_pieces),
+        cmocka_unit_test(test_bf16_rounding),
+        cmocka_unit_test(test_bf16_variant_roundtrip),
+        cmocka_unit_test(test_delta_variant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -213,12 +213,68 @@ static void test_destroy_with_reference(void **state)
     wpub_release(cur);
 }
 
+/* Variants: made once per version and shared; a delta from the previous version; fallbacks
+ * to the full snapshot when the base is not kept or not older; a variant outlives the
+ * publisher and the version's reference while a stream holds it. */
+static void test_variants(void **state)
+{
+    (void)state;
+    wpub *p = NULL;
+    coh_err err;
+    assert_int_equal(wpub_create(&p, &err), COH_OK);
+    for (int64_t v = 0; v < 3; v++)
+        assert_int_equal(wpub_publish(p, snapshot(v), &err), COH_OK);
+    wpub_ref *r = NULL;
+    assert_int_equal(wpub_acquire(p, 2, &r, &err), WPUB_OK);
+    char why[200];
+    wt_snapshot *f = NULL, *b1 = NULL, *b2 = NULL, *d = NULL, *full = NULL;
+    assert_int_equal(wpub_variant(p, r, WT_WIRE_F32, -1, &f, why, sizeof why, &err), COH_OK);
+    assert_ptr_equal(f, wpub_ref_snapshot(r));
+    assert_int_equal(wpub_variant(p, r, WT_WIRE_BF16, -1, &b1, why, sizeof why, &err), COH_OK);
+    assert_int_equal(wpub_variant(p, r, WT_WIRE_BF16, -1, &b2, why, sizeof why, &err), COH_OK);
+    assert_ptr_equal(b1, b2); /* made once, shared */
+    assert_int_equal(wt_snapshot_wire(b1), WT_WIRE_BF16);
+    assert_int_equal(wt_snapshot_version(b1), 2);
+    assert_int_equal(wpub_variant(p, r, WT_WIRE_DELTA, 1, &d, why, sizeof why, &err), COH_OK);
+    assert_int_equal(wt_snapshot_wire(d), WT_WIRE_DELTA);
+    assert_int_equal(wt_snapshot_delta_base(d), 1);
+    assert_int_equal(wt_snapshot_delta_result_crc(d), made[2].crc);
+    assert_string_equal(why, "");
+    /* version 0 is no longer kept: the full snapshot, and why */
+    assert_int_equal(wpub_variant(p, r, WT_WIRE_DELTA, 0, &full, why, sizeof why, &err), COH_OK);
+    assert_int_equal(wt_snapshot_wire(full), WT_WIRE_F32);
+    HAS(why, "no longer kept");
+    wt_snapshot_destroy(full);
+    /* a base that is not older */
+    assert_int_equal(wpub_variant(p, r, WT_WIRE_DELTA, 2, &full, why, sizeof why, &err), COH_OK);
+    assert_int_equal(wt_snapshot_wire(full), WT_WIRE_F32);
+    HAS(why, "not older");
+    wt_snapshot_destroy(full);
+    /* unknown wire */
+    assert_int_equal(wpub_variant(p, r, (wt_wire)7, -1, &full, why, sizeof why, &err),
+                     COH_EINVAL);
+    assert_null(full);
+    /* the streams' references outlive the version and the publisher */
+    wpub_release(r);
+    assert_int_equal(wpub_publish(p, snapshot(3), &err), COH_OK);
+    assert_int_equal(wpub_publish(p, snapshot(4), &err), COH_OK);
+    wpub_destroy(p);
+    assert_int_equal(wt_snapshot_version(f), 2);
+    assert_int_equal(wt_snapshot_crc(f), made[2].crc);
+    assert_int_equal(wt_snapshot_size(d) > 0, 1);
+    wt_snapshot_destroy(f);
+    wt_snapshot_destroy(b1);
+    wt_snapshot_destroy(b2);
+    wt_snapshot_destroy(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_versions),
         cmocka_unit_test(test_reference_outlives_publishes),
         cmocka_unit_test(test_destroy_with_reference),
+        cmocka_unit_test(test_variants),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
