@@ -15,6 +15,7 @@
 
 #include "gemv.h"
 #include "linalg.h"
+#include "mm.h"
 #include "private/model_internal.h"
 
 /* Prefill runs the prompt in chunks of up to PF_ROWS positions. */
@@ -295,14 +296,47 @@ static int sample_row(sampler *s, const float *logits, int V, const sample_param
     return COH_OK;
 }
 
-/* y = x W^T for the N rows of a forward: gv_linear for a few rows (one pass over W),
- * OpenBLAS's sgemm (blocked, threaded) for many. */
+/* A few rows times W split by output columns (rows of W) over the threads of mm_parallel:
+ * each part streams its own slice of W, and no two parts write the same output element. */
+typedef struct linear_task {
+    float *y;
+    const float *x, *W;
+    int N, n_in, n_out, acc;
+} linear_task;
+
+static void linear_part(void *ctx, int part, int parts)
+{
+    const linear_task *t = ctx;
+    /* slices of whole 16-row blocks, so every part runs the kernels' full-width paths */
+    int blocks = (t->n_out + 15) / 16;
+    int lo = (int)((long)blocks * part / parts) * 16, hi = (int)((long)blocks * (part + 1) / parts) * 16;
+    if (hi > t->n_out)
+        hi = t->n_out;
+    if (lo >= hi)
+        return;
+    gv_matmul_nt(t->y + lo, t->n_out, t->x, t->n_in, t->W + (size_t)lo * t->n_in, t->n_in, t->N,
+                 t->n_in, hi - lo, t->acc);
+}
+
+/* Work (in weights read) below which a second thread costs more than it saves. */
+#define LINEAR_SPLIT_MIN (1 << 17)
+
+/* y = x W^T for the N rows of a forward: gv_linear for a few rows (one pass over W, split
+ * over the thread setting's threads when W is large), the blocked product (la_linear,
+ * threaded) for many. */
 static void linear(float *y, const float *x, const float *W, int N, int n_in, int n_out, int acc)
 {
-    if (N >= GEMM_MIN_ROWS)
+    if (N >= GEMM_MIN_ROWS) {
         la_linear(y, x, W, N, n_in, n_out, acc);
-    else
-        gv_linear(y, x, W, N, n_in, n_out, acc);
+        return;
+    }
+    int threads = la_blas_threads();
+    if (threads > 1 && (size_t)n_in * (size_t)n_out >= LINEAR_SPLIT_MIN && n_out >= 32) {
+        linear_task t = {y, x, W, N, n_in, n_out, acc};
+        mm_parallel(threads, linear_part, &t);
+        return;
+    }
+    gv_linear(y, x, W, N, n_in, n_out, acc);
 }
 
 /* Forward n rows: row a feeds token s->cur[a] at position s->pos[a] of cache row s->crow[a].
