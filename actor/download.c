@@ -27,8 +27,9 @@ static char *download_dup_(const char *s) { return s && *s ? strdup(s) : NULL; }
 
 struct download_cache {
     int64_t version;
-    void *blob; /* verified F32 blob of version */
-    size_t len;
+    void *blob; /* verified F32 blob of version (only with download_opts.delta) */
+    size_t len, cap;
+    wt_pool *pool; /* the download buffers, kept from one version to the next */
 };
 
 int download_cache_create(download_cache **out)
@@ -37,23 +38,43 @@ int download_cache_create(download_cache **out)
     if (!*out)
         return COH_ENOMEM;
     (*out)->version = -1;
+    if (wt_pool_create(&(*out)->pool, NULL)) {
+        free(*out);
+        *out = NULL;
+        return COH_ENOMEM;
+    }
     return COH_OK;
 }
 
+/* Forget the held version; its buffer goes back to the pool for the next download. */
 static void download_cache_clear_(download_cache *c)
 {
     if (!c)
         return;
-    free(c->blob);
+    wt_pool_put(c->pool, c->blob, c->cap);
     c->blob = NULL;
-    c->len = 0;
+    c->len = c->cap = 0;
     c->version = -1;
 }
 
 void download_cache_destroy(download_cache *c)
 {
+    if (!c)
+        return;
     download_cache_clear_(c);
+    wt_pool_destroy(c->pool);
     free(c);
+}
+
+void download_cache_stats(const download_cache *c, wt_pool_stats *st)
+{
+    wt_pool_get_stats(c ? c->pool : NULL, st);
+}
+
+const void *download_cache_blob(const download_cache *c, size_t *len)
+{
+    *len = c && c->blob ? c->len : 0;
+    return c ? c->blob : NULL;
 }
 
 int64_t download_cache_version(const download_cache *c) { return c ? c->version : -1; }
@@ -114,10 +135,11 @@ download_result download_version_opts(session *s, const vtrack_notice *nt,
     uint32_t chunk = download_chunk_size_(nt, o);
     wchunk_view v;
     wchunk_view_init(&v);
+    wt_pool *pool = cache ? cache->pool : NULL;
     if (nt->config_json) { /* a notice that cannot be a policy: do not even ask */
         wt_recv *probe = NULL;
-        if (wt_recv_create(nt->version, nt->total_bytes, nt->checksum, nt->config_json, &probe,
-                           &err)) {
+        if (wt_recv_create_pooled(nt->version, nt->total_bytes, nt->checksum, nt->config_json,
+                                  pool, &probe, &err)) {
             AWARN("version %lld: %s", (long long)nt->version, err.msg);
             result = DOWNLOAD_SKIP;
             goto done;
@@ -222,8 +244,8 @@ retry:
                         break;
                     }
                 }
-                if (wt_recv_create(nt->version, v.total_bytes, v.total_crc32, cfg_json, &r,
-                                   &err)) {
+                if (wt_recv_create_pooled(nt->version, v.total_bytes, v.total_crc32, cfg_json,
+                                          pool, &r, &err)) {
                     AWARN("version %lld: %s", (long long)nt->version, err.msg);
                     broken = 2;
                     break;
@@ -351,12 +373,15 @@ retry:
         goto done;
     }
     if (cache && o->delta) {
-        size_t len = 0;
-        void *blob = kind == WT_WIRE_BF16 ? NULL : wt_recv_take_f32(r, &len);
+        /* the new version's blob becomes the base of the next delta; the old base's buffer
+         * goes back to the pool (as does, when r is destroyed, every buffer r still has) */
+        size_t len = 0, cap = 0;
+        void *blob = kind == WT_WIRE_BF16 ? NULL : wt_recv_take_f32(r, &len, &cap);
         download_cache_clear_(cache);
         if (blob) {
             cache->blob = blob;
             cache->len = len;
+            cache->cap = cap;
             cache->version = nt->version;
         }
     }
@@ -400,8 +425,9 @@ void download_run(session *s, vtrack *vt) { download_run_opts(s, vt, NULL); }
 void download_run_opts(session *s, vtrack *vt, const download_opts *o)
 {
     download_cache *cache = NULL;
-    if (o && o->delta && download_cache_create(&cache))
-        AWARN("out of memory for the delta cache; downloading versions in full");
+    if (download_cache_create(&cache))
+        AWARN("out of memory for the download cache; downloading versions in full into "
+              "fresh buffers");
     long failed_seq = -1; /* sequence number of a notice given up on */
     for (;;) {
         vtrack_notice nt;

@@ -18,6 +18,7 @@
 #include "policy.h"
 #include "session.h"
 #include "vtrack.h"
+#include "weights.h"
 
 /* Outcome of download_version. */
 typedef enum download_result {
@@ -48,13 +49,24 @@ typedef struct download_opts {
     uint32_t max_chunk_bytes;
 } download_opts;
 
-/* What a downloader keeps between versions: the verified F32 blob of the version it holds,
- * the base of the next delta (only with download_opts.delta). */
+/* What a downloader keeps between versions (one cache per downloading thread):
+ *  - its download buffers (a wt_pool, common/weights.h): every download through the cache
+ *    writes into buffers the previous ones used and gave back, so a steady-state download
+ *    touches no fresh pages (page faults on fresh big buffers dominated a download). Costs
+ *    one F32 copy of the weights kept between downloads (two with BF16: the BF16 receive
+ *    buffer and the widened blob; with delta: the delta's receive buffer and a spare blob);
+ *  - with download_opts.delta: the verified F32 blob of the version it holds, the base of
+ *    the next delta. A download that fails leaves it as it was, except a delta whose
+ *    patched result fails the version's CRC (the base is then suspect and dropped). */
 typedef struct download_cache download_cache;
-int download_cache_create(download_cache **out);
-void download_cache_destroy(download_cache *c); /* NULL is fine */
+int download_cache_create(download_cache **out); /* COH_ENOMEM */
+void download_cache_destroy(download_cache *c);  /* NULL is fine */
 /* Version whose blob the cache holds, -1 if none. */
 int64_t download_cache_version(const download_cache *c);
+/* The held blob (NULL, *len 0 if none): for tests. */
+const void *download_cache_blob(const download_cache *c, size_t *len);
+/* Buffer reuse so far (wt_pool_stats; all zero for NULL). */
+void download_cache_stats(const download_cache *c, wt_pool_stats *st);
 
 /* Download version nt (as a VersionNotice announced it) into a verified policy. Resumes
  * broken streams at the verified offset with back-off (200 ms doubling to 5 s). The tokenizer
@@ -74,7 +86,8 @@ download_result download_version_opts(session *s, const vtrack_notice *nt,
  * publish the verified policy (vtrack_publish); a skipped notice is not tried again until a
  * newer one (or a re-watch) arrives. */
 void download_run(session *s, vtrack *vt);
-/* download_run with options (NULL = defaults); keeps its own download_cache. */
+/* download_run with options (NULL = defaults); keeps its own download_cache, so that its
+ * download buffers are reused from one version to the next. */
 void download_run_opts(session *s, vtrack *vt, const download_opts *o);
 
 /* Thread body: WatchVersions, recording every VersionNotice in vt (vtrack_notice_seen);

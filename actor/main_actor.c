@@ -35,6 +35,7 @@
 #include "rpc.h"
 #include "session.h"
 #include "vtrack.h"
+#include "weights.h"
 
 /* ---- signals ----------------------------------------------------------------------------- */
 
@@ -73,6 +74,7 @@ static void *signal_main(void *arg)
 typedef struct actor_threads_arg {
     session *s;
     vtrack *vt;
+    download_opts dl; /* how the downloader asks for weights */
 } actor_threads_arg;
 
 static void *watcher_main(void *arg)
@@ -85,7 +87,7 @@ static void *watcher_main(void *arg)
 static void *downloader_main(void *arg)
 {
     actor_threads_arg *a = arg;
-    download_run(a->s, a->vt);
+    download_run_opts(a->s, a->vt, &a->dl);
     return NULL;
 }
 
@@ -98,12 +100,20 @@ static void *heartbeat_main(void *arg)
 
 /* ---- main --------------------------------------------------------------------------------- */
 
+/* Weight download: chunks of 4 MiB (the learner allows up to 16 MiB), a fixed 16 MiB HTTP/2
+ * stream window on the learner channel, and room for a 28 MiB manifest next to the first
+ * chunk (tokenizer.json files of large vocabularies run to several MB). */
+#define ACTOR_CHUNK_BYTES (4 << 20)
+#define ACTOR_STREAM_WINDOW_BYTES (16 << 20)
+#define ACTOR_MANIFEST_ROOM_BYTES (28 << 20)
+
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: cohort-actor [--learner HOST:PORT] [--reward HOST:PORT] [--name NAME]\n"
             "                    [--threads N] [--token T] [--seed S] [--prompts-per-lease N]\n"
-            "                    [--max-steps N] [--reward-timeout-ms MS] [--quiet]\n"
+            "                    [--max-steps N] [--reward-timeout-ms MS] [--weights-bf16]\n"
+            "                    [--weights-delta] [--quiet]\n"
             "Leases prompts from cohort-learner (default 127.0.0.1:50051), samples group_size\n"
             "completions per prompt with the newest verified policy version, scores them with\n"
             "cohort-reward (default 127.0.0.1:50052) and submits the scored groups.\n"
@@ -115,12 +125,20 @@ static void usage(FILE *f)
             "  --prompts-per-lease N  prompts per LeasePrompts call, 1-1024 (default 1)\n"
             "  --max-steps N        stop after N groups (0 = run until SIGTERM/SIGINT)\n"
             "  --reward-timeout-ms MS  per-item scoring budget, 1-600000 (default 9000)\n"
+            "  --weights-bf16       download the weights as bfloat16 (half the bytes); the\n"
+            "                       actor then SAMPLES WITH THE BF16-ROUNDED POLICY, so its\n"
+            "                       behaviour log-probs are those of the rounded weights\n"
+            "                       (default off: F32, exactly the learner's weights)\n"
+            "  --weights-delta      when holding an older version, download only the tensors\n"
+            "                       that changed (policies with frozen parts); keeps one more\n"
+            "                       F32 copy of the weights in memory; ignored with\n"
+            "                       --weights-bf16 (default off)\n"
             "SIGTERM/SIGINT: stop leasing, return unsubmitted leases, exit 0.\n");
 }
 
 typedef struct actor_flags {
     const char *learner_addr, *reward_addr, *name, *token, *tls_ca, *tls_name;
-    int threads, prompts_per_lease, reward_timeout_ms, quiet;
+    int threads, prompts_per_lease, reward_timeout_ms, quiet, weights_bf16, weights_delta;
     long max_steps;
     uint64_t seed;
 } actor_flags;
@@ -133,7 +151,8 @@ static int parse_flags(int argc, char **argv, actor_flags *f)
         {"threads", 1, 0, 'j'},           {"token", 1, 0, 't'},     {"seed", 1, 0, 's'},
         {"prompts-per-lease", 1, 0, 'p'}, {"max-steps", 1, 0, 'm'},
         {"reward-timeout-ms", 1, 0, 'T'}, {"quiet", 0, 0, 'q'},     {"help", 0, 0, 'h'},
-        {"tls-ca", 1, 0, 'C'},            {"tls-server-name", 1, 0, 'N'}, {0, 0, 0, 0}};
+        {"tls-ca", 1, 0, 'C'},            {"tls-server-name", 1, 0, 'N'},
+        {"weights-bf16", 0, 0, 'B'},      {"weights-delta", 0, 0, 'D'}, {0, 0, 0, 0}};
     coh_err err;
     coh_err_clear(&err);
     int opt, bad = 0;
@@ -152,6 +171,8 @@ static int parse_flags(int argc, char **argv, actor_flags *f)
         case 'C': f->tls_ca = optarg; break;
         case 'N': f->tls_name = optarg; break;
         case 'q': f->quiet = 1; break;
+        case 'B': f->weights_bf16 = 1; break;
+        case 'D': f->weights_delta = 1; break;
         case 'j': bad = cli_parse_int("--threads", optarg, 1, 256, &f->threads, &err); break;
         case 's': bad = cli_parse_u64("--seed", optarg, 0, UINT64_MAX, &f->seed, &err); break;
         case 'p':
@@ -204,6 +225,12 @@ int main(int argc, char **argv)
     if (prc >= 0)
         return prc;
     actlog_setup(f.name, f.quiet);
+    /* versions arrive again and again: keep the memory a download used (gRPC's receive
+     * buffers) for the next one instead of faulting fresh pages in every time (the actor's
+     * own download buffers are reused by its download_cache) */
+    if (wt_malloc_keep_memory())
+        ALOG("the allocator keeps no freed memory (not glibc malloc): weight downloads "
+             "page-fault their gRPC buffers in again every version");
     la_set_threads(f.threads);
 
     /* signals: see on_signal */
@@ -226,6 +253,12 @@ int main(int argc, char **argv)
     /* --tls-ca: both channels (learner and reward service) use TLS, trusting that CA */
     rpc_channel_config cc = {.bearer_token = f.token && *f.token ? f.token : NULL,
                              .tls_ca_file = f.tls_ca, .tls_server_name = f.tls_name};
+    /* the learner channel carries the weights: a fixed HTTP/2 window (no slow start from
+     * 64 KiB on every download) and messages big enough for ACTOR_CHUNK_BYTES chunks next
+     * to the manifest (config.json + tokenizer.json) the first chunk carries */
+    rpc_channel_config lcc = cc;
+    lcc.stream_window_bytes = ACTOR_STREAM_WINDOW_BYTES;
+    lcc.max_receive_bytes = ACTOR_CHUNK_BYTES + ACTOR_MANIFEST_ROOM_BYTES;
     rpc_channel *lch = NULL, *rch = NULL;
     vtrack *vt = NULL;
     session *s = NULL;
@@ -237,7 +270,7 @@ int main(int argc, char **argv)
     session_config scfg = {.learner_addr = f.learner_addr, .name = f.name, .threads = f.threads};
     pipeline_config pcfg = {.seed = f.seed, .prompts_per_lease = f.prompts_per_lease,
                             .max_groups = f.max_steps};
-    if (rpc_channel_create(f.learner_addr, &cc, &lch, &err) ||
+    if (rpc_channel_create(f.learner_addr, &lcc, &lch, &err) ||
         rpc_channel_create(f.reward_addr, &cc, &rch, &err) || vtrack_create(&vt, &err) ||
         session_create(lch, vt, &scfg, &s, &err) ||
         rclient_create(rch, f.reward_addr, f.reward_timeout_ms, &rc_, &err) ||
@@ -245,10 +278,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "cohort-actor: %s\n", err.msg);
         goto out;
     }
-    actor_threads_arg targ = {.s = s, .vt = vt};
+    actor_threads_arg targ = {.s = s,
+                              .vt = vt,
+                              .dl = {.bf16 = f.weights_bf16,
+                                     .delta = f.weights_delta,
+                                     .max_chunk_bytes = ACTOR_CHUNK_BYTES}};
     have_sig = pthread_create(&th_sig, NULL, signal_main, s) == 0;
-    ALOG("learner %s, reward %s, %d BLAS thread(s), seed %llu", f.learner_addr, f.reward_addr,
-         f.threads, (unsigned long long)f.seed);
+    ALOG("learner %s, reward %s, %d BLAS thread(s), seed %llu, weights %s%s", f.learner_addr,
+         f.reward_addr, f.threads, (unsigned long long)f.seed, f.weights_bf16 ? "bf16" : "f32",
+         f.weights_delta && !f.weights_bf16 ? " (deltas)" : "");
+    if (f.weights_bf16)
+        AWARN("--weights-bf16: sampling with bf16-rounded weights, so behaviour log-probs come "
+              "from the rounded policy, not the learner's F32 one%s",
+              f.weights_delta ? " (--weights-delta is ignored with it)" : "");
     if (session_register(s, 0) == 0) {
         have_watch = pthread_create(&th_watch, NULL, watcher_main, &targ) == 0;
         have_dl = pthread_create(&th_dl, NULL, downloader_main, &targ) == 0;

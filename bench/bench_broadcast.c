@@ -2,7 +2,7 @@
  * copy of the same bytes measured in the same run, and the CRC-32 speed.
  *
  *   bench_broadcast [--mb N] [--reps R] [--chunk-kb K] [--window-mb W] [--warmup N]
- *                   [--keep-memory]
+ *                   [--fresh-buffers]
  *
  * A policy of about N MB (default 64) is snapshotted (safetensors + per-block CRC table) and
  * served by a cohort.v1.Learner/DownloadWeights-style server stream built on the learner's
@@ -13,8 +13,12 @@
  * the actor's path. Reported (best of R, aggregate MB/s, ratio to a raw loopback TCP copy
  * of the same F32 bytes measured right after; the clients' channels use a fixed HTTP/2
  * window of W MiB, default 16, 0 = gRPC's adaptive one; N untimed warm-up downloads first,
- * default 2; --keep-memory keeps freed memory in the heap (mallopt) so that big buffers are
- * not fresh, page-faulting mappings on every download):
+ * default 2). Memory as in cohort-actor: each client slot downloads through its own buffer
+ * pool (wt_pool), kept from one download to the next as the actor's download_cache keeps it,
+ * and the allocator keeps freed memory (wt_malloc_keep_memory, as the actor calls it at
+ * start), so that gRPC's receive buffers are not fresh either; a steady-state download then
+ * touches no fresh pages. --fresh-buffers does neither (every download page-faults its
+ * buffers in: the earlier behaviour); --keep-memory is accepted and means the default:
  *   - F32 full to 1, 2 and 4 actors at once (and 4 actors' time / 1 actor's time);
  *   - BF16 wire (half the bytes; MB/s counted in F32-equivalent bytes);
  *   - delta with half of the parameters frozen (only changed tensors travel);
@@ -32,7 +36,6 @@
 #include <unistd.h>
 #include <uv.h>
 #include <zlib.h>
-#include <malloc.h>
 
 #include "cli.h"
 #include "cohort/v1/learner.pb-c.h"
@@ -193,7 +196,12 @@ static void *server_main(void *arg)
 
 /* ---- clients ------------------------------------------------------------------------------ */
 
+/* one buffer pool per actor slot, kept across downloads as the actor's download_cache keeps
+ * its own (NULL with --fresh-buffers: every download allocates fresh buffers) */
+static wt_pool *g_pool[4];
+
 typedef struct client {
+    wt_pool *pool;
     char target[64];
     int wire; /* WT_WIRE_* asked for */
     int verify; /* build the model at the end (outside the timing) */
@@ -236,8 +244,8 @@ static void *client_main(void *arg)
                 break;
             }
             if (!r) {
-                if (wt_recv_create(2, v.total_bytes, v.total_crc32, wt_snapshot_config(g_full),
-                                   &r, &err)) {
+                if (wt_recv_create_pooled(2, v.total_bytes, v.total_crc32,
+                                          wt_snapshot_config(g_full), cl->pool, &r, &err)) {
                     bad = 1;
                     break;
                 }
@@ -344,6 +352,7 @@ static int run(int port, int n, int wire, int reps, double *best_mbps, double *b
             memset(&cl[i], 0, sizeof cl[i]);
             snprintf(cl[i].target, sizeof cl[i].target, "127.0.0.1:%d", port);
             cl[i].wire = wire;
+            cl[i].pool = g_pool[i];
             cl[i].verify = wire != WT_WIRE_F32 && rep == 0 && i == 0;
             pthread_create(&th[i], NULL, client_main, &cl[i]);
         }
@@ -398,9 +407,11 @@ static void crc_bench(void)
 
 int main(int argc, char **argv)
 {
-    int mb = 64, reps = 3, chunk_kb = 4096, window_mb = 16, warmup = 2, keep_memory = 0, opt;
+    int mb = 64, reps = 3, chunk_kb = 4096, window_mb = 16, warmup = 2, keep_memory = 0,
+        fresh = 0, opt;
     static const struct option opts[] = {{"mb", 1, 0, 'm'},
                                          {"keep-memory", 0, 0, 'k'},
+                                         {"fresh-buffers", 0, 0, 'f'},
                                          {"warmup", 1, 0, 'u'},
                                          {"reps", 1, 0, 'r'},
                                          {"chunk-kb", 1, 0, 'c'},
@@ -419,11 +430,14 @@ int main(int argc, char **argv)
             bad = cli_parse_int("--window-mb", optarg, 0, 1024, &window_mb, &err);
         else if (opt == 'k')
             keep_memory = 1;
+        else if (opt == 'f')
+            fresh = 1;
         else if (opt == 'u')
             bad = cli_parse_int("--warmup", optarg, 0, 100, &warmup, &err);
         else {
             fprintf(stderr, "usage: bench_broadcast [--mb N] [--reps R] [--chunk-kb K] "
-                            "[--window-mb W] [--warmup N] [--keep-memory]\n");
+                            "[--window-mb W] [--warmup N] [--keep-memory] "
+                            "[--fresh-buffers]\n");
             return 2;
         }
         if (bad) {
@@ -431,12 +445,14 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (keep_memory) {
-        /* diagnostic: buffers above glibc's 32 MiB mmap ceiling are fresh mappings on every
-         * download, and faulting them in (on a VM especially) dominates; keeping freed
-         * memory in the heap shows what a downloader that reuses its buffers would get */
-        mallopt(M_MMAP_THRESHOLD, 512 << 20);
-        mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    (void)keep_memory; /* the default now */
+    int kept = !fresh && wt_malloc_keep_memory() == COH_OK;
+    for (int i = 0; i < 4 && !fresh; i++) {
+        coh_err perr;
+        if (wt_pool_create(&g_pool[i], &perr)) {
+            fprintf(stderr, "bench: %s\n", perr.msg);
+            return 1;
+        }
     }
     g_chunk = (size_t)chunk_kb << 10;
     g_window = window_mb << 20;
@@ -494,6 +510,10 @@ int main(int argc, char **argv)
            c.n_layers, size_mb, chunk_kb, window_mb ? "fixed" : "adaptive (gRPC default)");
     if (window_mb)
         printf("  (fixed window: %d MiB per stream, BDP probing off)\n", window_mb);
+    printf("  download buffers: %s; allocator %s\n",
+           fresh ? "fresh on every download (--fresh-buffers)"
+                 : "one pool per actor, reused across downloads (the actor's download_cache)",
+           kept ? "keeps freed memory (as cohort-actor)" : "as is (freed memory goes back)");
     printf("per version, once: snapshot + CRC table %.0f ms; BF16 variant %.0f ms (%.1f MB); "
            "delta variant %.0f ms (%.1f MB, %zu tensors changed)\n",
            (t1 - t0) * 1e3, (t2 - t1) * 1e3, (double)wt_snapshot_size(g_bf16) / 1e6,
@@ -549,6 +569,14 @@ int main(int argc, char **argv)
     }
     uv_async_send(&sc.stop);
     pthread_join(sth, NULL);
+    for (int i = 0; i < 4; i++) {
+        wt_pool_stats ps;
+        wt_pool_get_stats(g_pool[i], &ps);
+        if (i == 0 && g_pool[i])
+            printf("  actor 0's buffer pool: %zu buffers reused, %zu fresh, %zu held (%.1f MB)\n",
+                   ps.reused, ps.fresh, ps.buffers, (double)ps.held_bytes / 1e6);
+        wt_pool_destroy(g_pool[i]);
+    }
     wt_snapshot_destroy(g_delta);
     wt_snapshot_destroy(g_bf16);
     wt_snapshot_destroy(g_full);

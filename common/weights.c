@@ -7,6 +7,9 @@
 #include <sys/mman.h>
 #include <string.h>
 #include <zlib.h>
+#ifdef __GLIBC__
+#include <malloc.h> /* mallopt */
+#endif
 
 #include <cjson/cJSON.h>
 
@@ -664,12 +667,117 @@ static void *wt_big_alloc(size_t n)
     return p;
 }
 
+/* ---- reusable download buffers ------------------------------------------------------------ */
+
+struct wt_pool {
+    unsigned char *buf[WT_POOL_MAX];
+    size_t cap[WT_POOL_MAX];
+    size_t n;
+    wt_pool_stats st;
+};
+
+int wt_pool_create(wt_pool **out, coh_err *err)
+{
+    *out = calloc(1, sizeof **out);
+    if (!*out)
+        return coh_fail(err, COH_ENOMEM, "out of memory for a download buffer pool");
+    return COH_OK;
+}
+
+void wt_pool_destroy(wt_pool *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->n; i++)
+        free(p->buf[i]);
+    free(p);
+}
+
+void *wt_pool_get(wt_pool *p, size_t n, size_t *cap)
+{
+    if (n == 0)
+        n = 1;
+    if (p) {
+        /* the smallest buffer that holds n bytes without wasting more than a quarter of it */
+        size_t best = p->n;
+        for (size_t i = 0; i < p->n; i++)
+            if (p->cap[i] >= n && n >= p->cap[i] - p->cap[i] / 4 &&
+                (best == p->n || p->cap[i] < p->cap[best]))
+                best = i;
+        if (best < p->n) {
+            void *b = p->buf[best];
+            *cap = p->cap[best];
+            p->n--;
+            p->buf[best] = p->buf[p->n];
+            p->cap[best] = p->cap[p->n];
+            p->st.reused++;
+            p->st.held_bytes -= *cap;
+            return b;
+        }
+    }
+    void *b = wt_big_alloc(n);
+    *cap = b ? n : 0;
+    if (b && p)
+        p->st.fresh++;
+    return b;
+}
+
+void wt_pool_put(wt_pool *p, void *buf, size_t cap)
+{
+    if (!buf)
+        return;
+    if (!p) {
+        free(buf);
+        return;
+    }
+    if (p->n == WT_POOL_MAX) { /* keep the largest: free the smallest of the pool and buf */
+        size_t lo = 0;
+        for (size_t i = 1; i < p->n; i++)
+            if (p->cap[i] < p->cap[lo])
+                lo = i;
+        if (p->cap[lo] >= cap) {
+            free(buf);
+            return;
+        }
+        p->st.held_bytes -= p->cap[lo];
+        free(p->buf[lo]);
+        p->n--;
+        p->buf[lo] = p->buf[p->n];
+        p->cap[lo] = p->cap[p->n];
+    }
+    p->buf[p->n] = buf;
+    p->cap[p->n] = cap;
+    p->n++;
+    p->st.held_bytes += cap;
+}
+
+int wt_malloc_keep_memory(void)
+{
+#ifdef __GLIBC__
+    if (mallopt(M_MMAP_THRESHOLD, 64 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 512 << 20) == 1)
+        return COH_OK;
+#endif
+    return COH_EUNSUPPORTED;
+}
+
+void wt_pool_get_stats(const wt_pool *p, wt_pool_stats *st)
+{
+    if (p) {
+        *st = p->st;
+        st->buffers = p->n;
+    } else {
+        memset(st, 0, sizeof *st);
+    }
+}
+
 struct wt_recv {
     int64_t version;
     size_t total, have;
     uint32_t total_crc;
     uint32_t run_crc; /* CRC-32 of buf[0, have), combined from the verified chunks' CRCs */
     unsigned char *buf;
+    size_t buf_cap;
+    wt_pool *pool; /* where buffers come from and go back to (NULL: malloc / free) */
     char *config;
     wt_wire wire;
     /* delta */
@@ -679,11 +787,17 @@ struct wt_recv {
     uint32_t result_crc;
     /* the verified F32 blob after wt_recv_finish (may be buf itself) */
     unsigned char *f32;
-    size_t f32_len;
+    size_t f32_len, f32_cap;
 };
 
 int wt_recv_create(int64_t version, size_t total, uint32_t total_crc, const char *config,
                    wt_recv **out, coh_err *err)
+{
+    return wt_recv_create_pooled(version, total, total_crc, config, NULL, out, err);
+}
+
+int wt_recv_create_pooled(int64_t version, size_t total, uint32_t total_crc, const char *config,
+                          wt_pool *pool, wt_recv **out, coh_err *err)
 {
     *out = NULL;
     if (!config)
@@ -697,7 +811,8 @@ int wt_recv_create(int64_t version, size_t total, uint32_t total_crc, const char
     wt_recv *r = calloc(1, sizeof *r);
     if (!r)
         return coh_fail(err, COH_ENOMEM, "out of memory for a weight download");
-    r->buf = wt_big_alloc(total);
+    r->pool = pool;
+    r->buf = wt_pool_get(pool, total, &r->buf_cap);
     r->config = strdup(config);
     if (!r->buf || !r->config) {
         wt_recv_destroy(r);
@@ -715,8 +830,8 @@ void wt_recv_destroy(wt_recv *r)
     if (!r)
         return;
     if (r->f32 != r->buf)
-        free(r->f32);
-    free(r->buf);
+        wt_pool_put(r->pool, r->f32, r->f32_cap);
+    wt_pool_put(r->pool, r->buf, r->buf_cap);
     free(r->ranges);
     free(r->config);
     free(r);
@@ -820,6 +935,7 @@ static int recv_build_f32(wt_recv *r, coh_err *err)
     if (r->wire == WT_WIRE_F32) {
         r->f32 = r->buf;
         r->f32_len = r->total;
+        r->f32_cap = r->buf_cap;
         return COH_OK;
     }
     if (r->wire == WT_WIRE_BF16) {
@@ -835,7 +951,8 @@ static int recv_build_f32(wt_recv *r, coh_err *err)
             return coh_fail(err, COH_EFORMAT,
                             "BF16 version %lld: the data section has an odd length",
                             (long long)r->version);
-        unsigned char *f = wt_big_alloc(ds + 4 * n);
+        size_t fcap = 0;
+        unsigned char *f = wt_pool_get(r->pool, ds + 4 * n, &fcap);
         if (!f)
             return coh_fail(err, COH_ENOMEM, "out of memory widening version %lld to F32",
                             (long long)r->version);
@@ -850,10 +967,12 @@ static int recv_build_f32(wt_recv *r, coh_err *err)
         }
         r->f32 = f;
         r->f32_len = ds + 4 * n;
+        r->f32_cap = fcap;
         return COH_OK;
     }
     /* delta */
-    unsigned char *f = wt_big_alloc(r->result_size ? r->result_size : 1);
+    size_t fcap = 0;
+    unsigned char *f = wt_pool_get(r->pool, r->result_size, &fcap);
     if (!f)
         return coh_fail(err, COH_ENOMEM, "out of memory patching version %lld",
                         (long long)r->version);
@@ -864,7 +983,7 @@ static int recv_build_f32(wt_recv *r, coh_err *err)
         at += r->ranges[i].len;
     }
     if (wt_crc32(0, f, r->result_size) != r->result_crc) {
-        free(f);
+        wt_pool_put(r->pool, f, fcap);
         return coh_fail(err, COH_EFORMAT,
                         "version %lld: the base patched with the delta fails the version's "
                         "CRC-32 (the base is not what the learner had); download it in full",
@@ -872,17 +991,23 @@ static int recv_build_f32(wt_recv *r, coh_err *err)
     }
     r->f32 = f;
     r->f32_len = r->result_size;
+    r->f32_cap = fcap;
     return COH_OK;
 }
 
-void *wt_recv_take_f32(wt_recv *r, size_t *len)
+void *wt_recv_take_f32(wt_recv *r, size_t *len, size_t *cap)
 {
     void *p = r->f32;
     *len = p ? r->f32_len : 0;
-    if (p == r->buf)
+    if (cap)
+        *cap = p ? r->f32_cap : 0;
+    if (p == r->buf) {
         r->buf = NULL;
+        r->buf_cap = 0;
+    }
     r->f32 = NULL;
     r->f32_len = 0;
+    r->f32_cap = 0;
     return p;
 }
 
@@ -898,7 +1023,7 @@ int wt_recv_finish(wt_recv *r, model **out, coh_err *err)
                         "download it again",
                         (long long)r->version, r->total);
     if (r->f32 != r->buf)
-        free(r->f32);
+        wt_pool_put(r->pool, r->f32, r->f32_cap);
     r->f32 = NULL;
     int rc = recv_build_f32(r, err);
     if (rc)
@@ -906,7 +1031,7 @@ int wt_recv_finish(wt_recv *r, model **out, coh_err *err)
     rc = ckpt_from_buffer(r->config, strlen(r->config), r->f32, r->f32_len, out, err);
     if (rc) {
         if (r->f32 != r->buf)
-            free(r->f32);
+            wt_pool_put(r->pool, r->f32, r->f32_cap);
         r->f32 = NULL;
     }
     return rc;

@@ -106,6 +106,44 @@ uint32_t wt_snapshot_delta_result_crc(const wt_snapshot *s);
 int wt_snapshot_chunk(const wt_snapshot *s, size_t offset, size_t max_len, const void **data,
                       size_t *len, uint32_t *crc, coh_err *err);
 
+/* ---- reusable download buffers ------------------------------------------------------------ */
+
+/* A pool of up to WT_POOL_MAX big buffers that a receiver takes its buffers from and gives
+ * them back to, so that a downloader that fetches version after version writes into memory
+ * it already touched: a fresh buffer above glibc's mmap threshold is a new mapping whose every
+ * page faults in on first write, and those faults dominated a download's time. The pool
+ * keeps what it is given until destroyed (up to WT_POOL_MAX buffers: when full, the smallest
+ * is freed), so a downloader holds one (F32) to two (BF16, delta) extra copies of the
+ * weights between downloads. Not thread-safe: one pool per downloading thread. */
+#define WT_POOL_MAX 2
+typedef struct wt_pool wt_pool;
+typedef struct wt_pool_stats {
+    size_t reused;     /* buffers handed out from the pool */
+    size_t fresh;      /* buffers allocated because none in the pool fitted */
+    size_t buffers;    /* buffers held now */
+    size_t held_bytes; /* their capacity */
+} wt_pool_stats;
+int wt_pool_create(wt_pool **out, coh_err *err);
+void wt_pool_destroy(wt_pool *p); /* frees every buffer held; NULL is fine */
+/* A buffer of at least n bytes: the smallest held one that fits and is no more than a third
+ * bigger than n (its old contents are garbage), else a fresh one (2 MiB aligned, huge pages
+ * asked for when big). *cap is its capacity. NULL when out of memory. p NULL: always fresh. */
+void *wt_pool_get(wt_pool *p, size_t n, size_t *cap);
+/* Give buf (from wt_pool_get or wt_recv_take_f32, cap its capacity) to the pool; p NULL:
+ * free it. buf NULL is fine. */
+void wt_pool_put(wt_pool *p, void *buf, size_t cap);
+void wt_pool_get_stats(const wt_pool *p, wt_pool_stats *st); /* p NULL: all zero */
+
+/* Tune the C library's allocator for a process that downloads weights version after version
+ * (the actor): freed memory stays in the heap instead of going back to the kernel (trim
+ * threshold 512 MiB) and blocks up to 64 MiB come from the heap instead of their own
+ * mappings, so that gRPC's receive buffers (several MiB each with big chunks and a big
+ * HTTP/2 window) are not fresh, page-faulting memory on every download. The price: the
+ * process keeps the memory of its busiest moment (RSS does not shrink between versions).
+ * Call once at start-up, before other threads. COH_EUNSUPPORTED when the allocator does
+ * not take the settings (not glibc's malloc, e.g. under AddressSanitizer): harmless. */
+int wt_malloc_keep_memory(void);
+
 /* ---- receiver ----------------------------------------------------------------------------- */
 
 typedef struct wt_recv wt_recv; /* opaque */
@@ -114,6 +152,11 @@ typedef struct wt_recv wt_recv; /* opaque */
  * version's config.json text (copied). */
 int wt_recv_create(int64_t version, size_t total, uint32_t total_crc, const char *config,
                    wt_recv **out, coh_err *err);
+/* wt_recv_create taking its buffers (the receive buffer, and the F32 blob that BF16 widening
+ * or delta patching makes) from pool and giving back on wt_recv_destroy every one not taken
+ * with wt_recv_take_f32. pool (NULL = plain malloc / free) must outlive r. */
+int wt_recv_create_pooled(int64_t version, size_t total, uint32_t total_crc, const char *config,
+                          wt_pool *pool, wt_recv **out, coh_err *err);
 void wt_recv_destroy(wt_recv *r);
 int64_t wt_recv_version(const wt_recv *r);
 /* Bytes received and verified so far: where a resumed download starts. */
@@ -146,8 +189,9 @@ int wt_recv_set_delta(wt_recv *r, const void *base, size_t base_len, const wt_ra
  * delta: also when the patched result's CRC differs from result_crc). */
 int wt_recv_finish(wt_recv *r, model **out, coh_err *err);
 /* After a successful wt_recv_finish: hand over the verified F32 blob the model was built
- * from (malloc'd; the caller frees it), e.g. to keep as the base of a later delta. NULL
- * (len 0) when it was already taken or finish did not succeed. */
-void *wt_recv_take_f32(wt_recv *r, size_t *len);
+ * from, e.g. to keep as the base of a later delta: the caller frees it (free) or gives it
+ * back to a pool (wt_pool_put with *cap, its capacity; cap may be NULL). NULL (len and cap
+ * 0) when it was already taken or finish did not succeed. The model does not refer to it. */
+void *wt_recv_take_f32(wt_recv *r, size_t *len, size_t *cap);
 
 #endif

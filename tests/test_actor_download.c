@@ -665,6 +665,109 @@ static void test_delta_fallbacks(void **state)
     }
 }
 
+/* The download cache keeps its buffers from one version to the next: the F32 blob a full
+ * download writes into is the one the previous download gave back (no fresh pages), with
+ * or without deltas and with BF16; a failed download leaves the held version intact. */
+static void test_cache_reuses_buffers(void **state)
+{
+    fixture f;
+    fixture_up(&f, D_VARIANTS);
+    wt_pool_stats st;
+    policy *p = NULL;
+    /* plain F32: one buffer, handed out again for every later version */
+    download_opts plain = {0};
+    download_cache *c = NULL;
+    assert_int_equal(download_cache_create(&c), COH_OK);
+    vtrack_notice b = base_notice(), n = notice(1);
+    assert_int_equal(download_version_opts(f.s, &b, &plain, c, &p), DOWNLOAD_OK);
+    policy_destroy(p);
+    download_cache_stats(c, &st);
+    assert_int_equal(st.fresh, 1);
+    assert_int_equal(st.buffers, 1);
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(download_version_opts(f.s, &n, &plain, c, &p), DOWNLOAD_OK);
+        assert_same_weights(p);
+        policy_destroy(p);
+    }
+    download_cache_stats(c, &st);
+    assert_int_equal(st.fresh, 1); /* never a fresh buffer after the first download */
+    assert_true(st.reused >= 3);
+    assert_int_equal(st.buffers, 1);
+    assert_int_equal(download_cache_version(c), -1); /* no delta: no held version */
+    download_cache_destroy(c);
+
+    /* delta on: the held blob and a spare swap places */
+    download_opts od = {.delta = 1};
+    c = cache_with_base(&f, &od);
+    size_t len = 0;
+    const void *b6 = download_cache_blob(c, &len);
+    assert_non_null(b6);
+    assert_int_equal(len, wt_snapshot_size(g_base));
+    assert_memory_equal(b6, wt_snapshot_blob(g_base), len);
+    /* a failed download (the version is gone) leaves the held version as it was */
+    ah_lock();
+    g_mode = D_GONE;
+    ah_unlock();
+    assert_int_equal(download_version_opts(f.s, &n, &od, c, &p), DOWNLOAD_SKIP);
+    assert_null(p);
+    assert_int_equal(download_cache_version(c), BASE_VERSION);
+    assert_ptr_equal(download_cache_blob(c, &len), b6);
+    assert_memory_equal(b6, wt_snapshot_blob(g_base), wt_snapshot_size(g_base));
+    /* ... and the next delta is made from it */
+    ah_lock();
+    g_mode = D_VARIANTS;
+    g_streams = 0;
+    ah_unlock();
+    assert_int_equal(download_version_opts(f.s, &n, &od, c, &p), DOWNLOAD_OK);
+    assert_same_weights(p);
+    policy_destroy(p);
+    ah_lock();
+    assert_int_equal(g_req_delta[0], BASE_VERSION);
+    ah_unlock();
+    const void *b7 = download_cache_blob(c, &len);
+    assert_int_equal(download_cache_version(c), VERSION);
+    assert_ptr_not_equal(b7, b6); /* the patched copy went to a second buffer */
+    assert_memory_equal(b7, wt_snapshot_blob(g_snap), len);
+    /* version 6 again (a full download): written into version 6's old buffer */
+    assert_int_equal(download_version_opts(f.s, &b, &od, c, &p), DOWNLOAD_OK);
+    policy_destroy(p);
+    assert_ptr_equal(download_cache_blob(c, &len), b6);
+    assert_memory_equal(b6, wt_snapshot_blob(g_base), len);
+    download_cache_stats(c, &st);
+    size_t fresh = st.fresh;
+    /* then 7 as a delta and 6 in full, again and again: no fresh buffer any more */
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(download_version_opts(f.s, &n, &od, c, &p), DOWNLOAD_OK);
+        assert_same_weights(p);
+        policy_destroy(p);
+        assert_ptr_equal(download_cache_blob(c, &len), b7);
+        assert_int_equal(download_version_opts(f.s, &b, &od, c, &p), DOWNLOAD_OK);
+        policy_destroy(p);
+        assert_ptr_equal(download_cache_blob(c, &len), b6);
+    }
+    download_cache_stats(c, &st);
+    assert_int_equal(st.fresh, fresh);
+    assert_true(st.buffers <= WT_POOL_MAX);
+    download_cache_destroy(c);
+
+    /* BF16: the receive buffer and the widened blob both come back */
+    download_opts ob = {.bf16 = 1};
+    assert_int_equal(download_cache_create(&c), COH_OK);
+    assert_int_equal(download_version_opts(f.s, &n, &ob, c, &p), DOWNLOAD_OK);
+    policy_destroy(p);
+    download_cache_stats(c, &st);
+    fresh = st.fresh;
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(download_version_opts(f.s, &n, &ob, c, &p), DOWNLOAD_OK);
+        assert_bf16_weights(p);
+        policy_destroy(p);
+    }
+    download_cache_stats(c, &st);
+    assert_int_equal(st.fresh, fresh);
+    download_cache_destroy(c);
+    fixture_down(&f);
+}
+
 /* The zero-copy WeightChunk decoder on a message cut into arbitrary pieces. */
 static void test_wchunk_decode_pieces(void **state)
 {
@@ -755,6 +858,7 @@ int main(void)
         cmocka_unit_test(test_bf16_download),
         cmocka_unit_test(test_delta_download),
         cmocka_unit_test(test_delta_fallbacks),
+        cmocka_unit_test(test_cache_reuses_buffers),
         cmocka_unit_test(test_wchunk_decode_pieces),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

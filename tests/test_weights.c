@@ -328,7 +328,7 @@ static void test_bf16_variant_roundtrip(void **state)
         assert_memory_equal(&g[i], &want, 4);
     }
     size_t flen = 0;
-    void *f32 = wt_recv_take_f32(r, &flen);
+    void *f32 = wt_recv_take_f32(r, &flen, NULL);
     assert_non_null(f32);
     assert_int_equal(flen, wt_snapshot_size(s));
     free(f32);
@@ -392,7 +392,7 @@ static void test_delta_variant(void **state)
     transfer(d, r, 1 << 20, 1 << 30);
     assert_int_equal(wt_recv_finish(r, &back, &err), COH_EFORMAT);
     assert_non_null(strstr(err.msg, "delta"));
-    assert_null(wt_recv_take_f32(r, &np));
+    assert_null(wt_recv_take_f32(r, &np, NULL));
     wt_recv_destroy(r);
     free(wrong);
 
@@ -437,6 +437,136 @@ static void test_delta_variant(void **state)
     model_destroy(m);
 }
 
+/* Receivers through a wt_pool: a version written into the buffer the previous one gave back,
+ * a bigger buffer used for a smaller version, a fresh one when none is big enough; the
+ * pool's sizing rules and its bound. */
+static void test_pool_reuse(void **state)
+{
+    (void)state;
+    coh_err err;
+    wt_pool *pool = NULL;
+    assert_int_equal(wt_pool_create(&pool, &err), COH_OK);
+    model *m1 = policy(3), *m2 = policy(4);
+    wt_snapshot *v1 = NULL, *v2 = NULL;
+    assert_int_equal(wt_snapshot_make(m1, 1, &v1, &err), COH_OK);
+    assert_int_equal(wt_snapshot_make(m2, 2, &v2, &err), COH_OK);
+    size_t size = wt_snapshot_size(v1);
+    const wt_snapshot *order[] = {v1, v2, v1};
+    const model *want[] = {m1, m2, m1};
+    void *first = NULL;
+    for (int k = 0; k < 3; k++) {
+        const wt_snapshot *s = order[k];
+        wt_recv *r = NULL;
+        assert_int_equal(wt_recv_create_pooled(wt_snapshot_version(s), wt_snapshot_size(s),
+                                               wt_snapshot_crc(s), wt_snapshot_config(s), pool,
+                                               &r, &err),
+                         COH_OK);
+        transfer(s, r, 100000, 1 << 30);
+        model *got = NULL;
+        assert_int_equal(wt_recv_finish(r, &got, &err), COH_OK);
+        assert_memory_equal(model_params_const(got), model_params_const(want[k]),
+                            model_num_params(got) * sizeof(float));
+        model_destroy(got);
+        size_t len = 0, cap = 0;
+        void *blob = wt_recv_take_f32(r, &len, &cap);
+        assert_non_null(blob);
+        assert_int_equal(len, size);
+        if (k == 0)
+            first = blob;
+        else
+            assert_ptr_equal(blob, first); /* the same buffer, version after version */
+        wt_pool_put(pool, blob, cap);
+        wt_recv_destroy(r);
+    }
+    wt_pool_stats st;
+    wt_pool_get_stats(pool, &st);
+    assert_int_equal(st.fresh, 1);
+    assert_int_equal(st.reused, 2);
+    assert_int_equal(st.buffers, 1);
+    assert_int_equal(st.held_bytes, size);
+
+    /* a bigger buffer full of garbage serves a smaller version; the model is exact */
+    size_t cap = 0;
+    void *big = wt_pool_get(pool, size, &cap); /* take the one buffer out */
+    assert_ptr_equal(big, first);
+    wt_pool_put(pool, big, cap);
+    void *huge = malloc(size + size / 5);
+    assert_non_null(huge);
+    memset(huge, 0xab, size + size / 5);
+    wt_pool_put(pool, huge, size + size / 5); /* pool: {size, 1.2 size} */
+    void *got_buf = wt_pool_get(pool, size + 1, &cap); /* only the bigger one fits */
+    assert_ptr_equal(got_buf, huge);
+    assert_int_equal(cap, size + size / 5);
+    wt_pool_put(pool, got_buf, cap);
+    /* the smallest fitting buffer is chosen */
+    got_buf = wt_pool_get(pool, size, &cap);
+    assert_ptr_equal(got_buf, first);
+    wt_pool_put(pool, got_buf, cap);
+    /* far too big for the request (more than a third over): a fresh small buffer instead */
+    wt_pool_get_stats(pool, &st);
+    size_t fresh = st.fresh;
+    got_buf = wt_pool_get(pool, size / 2, &cap);
+    assert_ptr_not_equal(got_buf, first);
+    assert_ptr_not_equal(got_buf, huge);
+    assert_int_equal(cap, size / 2);
+    wt_pool_get_stats(pool, &st);
+    assert_int_equal(st.fresh, fresh + 1);
+    /* a full pool keeps its largest buffers: the small one is freed */
+    wt_pool_put(pool, got_buf, cap);
+    wt_pool_get_stats(pool, &st);
+    assert_int_equal(st.buffers, WT_POOL_MAX);
+    assert_int_equal(st.held_bytes, size + size + size / 5);
+    /* a version bigger than every pooled buffer: a fresh buffer, then both kept (the
+     * smaller pooled one is dropped) */
+    model_config c = model_config_default(98);
+    c.n_layers += 2;
+    model *m3 = NULL;
+    wt_snapshot *v3 = NULL;
+    assert_int_equal(model_create(&c, &m3, &err), COH_OK);
+    model_init_random(m3, 9);
+    assert_int_equal(wt_snapshot_make(m3, 3, &v3, &err), COH_OK);
+    assert_true(wt_snapshot_size(v3) > size + size / 5);
+    wt_recv *r = NULL;
+    assert_int_equal(wt_recv_create_pooled(3, wt_snapshot_size(v3), wt_snapshot_crc(v3),
+                                           wt_snapshot_config(v3), pool, &r, &err),
+                     COH_OK);
+    transfer(v3, r, 65536, 1 << 30);
+    model *got = NULL;
+    assert_int_equal(wt_recv_finish(r, &got, &err), COH_OK);
+    assert_memory_equal(model_params_const(got), model_params_const(m3),
+                        model_num_params(got) * sizeof(float));
+    model_destroy(got);
+    wt_recv_destroy(r);
+    wt_pool_get_stats(pool, &st);
+    assert_int_equal(st.buffers, WT_POOL_MAX);
+    assert_int_equal(st.held_bytes, wt_snapshot_size(v3) + size + size / 5);
+    /* a receiver refused (bad total CRC) still gives its buffer back */
+    assert_int_equal(wt_recv_create_pooled(3, wt_snapshot_size(v3), wt_snapshot_crc(v3) ^ 1,
+                                           wt_snapshot_config(v3), pool, &r, &err),
+                     COH_OK);
+    transfer(v3, r, 65536, 1 << 30);
+    assert_int_equal(wt_recv_finish(r, &got, &err), COH_EFORMAT);
+    assert_null(got);
+    wt_recv_destroy(r);
+    wt_pool_get_stats(pool, &st);
+    assert_int_equal(st.buffers, WT_POOL_MAX);
+    assert_int_equal(st.held_bytes, wt_snapshot_size(v3) + size + size / 5);
+    /* no pool: plain allocations */
+    got_buf = wt_pool_get(NULL, 100, &cap);
+    assert_non_null(got_buf);
+    assert_int_equal(cap, 100);
+    wt_pool_put(NULL, got_buf, cap);
+    wt_pool_get_stats(NULL, &st);
+    assert_int_equal(st.fresh, 0);
+    wt_snapshot_destroy(v3);
+    model_destroy(m3);
+    wt_snapshot_destroy(v2);
+    wt_snapshot_destroy(v1);
+    model_destroy(m2);
+    model_destroy(m1);
+    wt_pool_destroy(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -449,6 +579,7 @@ int main(void)
         cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_bf16_variant_roundtrip),
         cmocka_unit_test(test_delta_variant),
+        cmocka_unit_test(test_pool_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
