@@ -264,6 +264,28 @@ static int parse_verifier(scorer *s, const cJSON *o, int idx, coh_err *err)
     return COH_OK;
 }
 
+/* An object's keys must all be known: a misspelt key ("format_wieght") is an error naming it,
+ * never a setting silently left at its default. known is a NULL-terminated list; list is
+ * the same names for the message. A non-object is left to the caller's own check. */
+static int check_keys(const cJSON *o, const char *where, const char *const *known,
+                      const char *list, coh_err *err)
+{
+    if (!cJSON_IsObject(o))
+        return COH_OK;
+    const cJSON *k;
+    cJSON_ArrayForEach(k, o)
+    {
+        const char *const *n = known;
+        while (*n && strcmp(*n, k->string) != 0)
+            n++;
+        if (!*n)
+            return coh_fail(err, COH_EINVAL, "reward config: %s has an unknown key \"%.64s\" "
+                                             "(known: %s)",
+                            where, k->string, list);
+    }
+    return COH_OK;
+}
+
 static int parse_config(scorer *s, const char *text, coh_err *err)
 {
     cJSON *root = cJSON_Parse(text);
@@ -271,7 +293,34 @@ static int parse_config(scorer *s, const char *text, coh_err *err)
         cJSON_Delete(root);
         return coh_fail(err, COH_EFORMAT, "reward config is not a JSON object");
     }
-    int rc = get_number(root, "correctness_weight", -1e6, 1e6, &s->w_correct, err);
+    static const char *const k_root[] = {"correctness_weight", "format_weight", "length_penalty",
+                                         "reward_model", "verifiers", "health_check_ms",
+                                         "default_timeout_ms", "tasks", NULL};
+    static const char *const k_lp[] = {"weight", "max_chars", "per_char", NULL};
+    static const char *const k_rm[] = {"path", "weight", NULL};
+    static const char *const k_tasks[] = {"addition", NULL};
+    static const char *const k_add[] = {"digits", NULL};
+    const cJSON *tk = cJSON_GetObjectItemCaseSensitive(root, "tasks");
+    int rc = check_keys(root, "the top level", k_root,
+                        "correctness_weight, format_weight, length_penalty, reward_model, "
+                        "verifiers, health_check_ms, default_timeout_ms, tasks",
+                        err);
+    if (!rc)
+        rc = check_keys(cJSON_GetObjectItemCaseSensitive(root, "length_penalty"),
+                        "length_penalty", k_lp, "weight, max_chars, per_char", err);
+    if (!rc)
+        rc = check_keys(cJSON_GetObjectItemCaseSensitive(root, "reward_model"), "reward_model",
+                        k_rm, "path, weight", err);
+    if (!rc)
+        rc = check_keys(tk, "tasks", k_tasks, "addition", err);
+    if (!rc && tk)
+        rc = check_keys(cJSON_GetObjectItemCaseSensitive(tk, "addition"), "tasks.addition",
+                        k_add, "digits", err);
+    if (rc) {
+        cJSON_Delete(root);
+        return rc;
+    }
+    rc = get_number(root, "correctness_weight", -1e6, 1e6, &s->w_correct, err);
     if (!rc)
         rc = get_number(root, "format_weight", -1e6, 1e6, &s->w_format, err);
     const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "length_penalty");

@@ -216,6 +216,11 @@ static void test_bad_config(void **state)
 {
     (void)state;
     const char *bad[] = {
+        "{\"format_wieght\": 0.5}",
+        "{\"length_penalty\": {\"wieght\": 1}}",
+        "{\"reward_model\": {\"path\": \"x\", \"scale\": 2}}",
+        "{\"tasks\": {\"addition\": {\"digit\": 3}}}",
+        "{\"tasks\": {\"subtraction\": {}}}",
         "not json",
         "[1,2]",
         "{\"correctness_weight\": \"high\"}",
