@@ -212,10 +212,10 @@ static int cmd_checkpoint(rpc_channel *ch)
 static const struct set_key {
     const char *key;
     double lo, hi;
-    int lo_open;
+    int lo_open, hi_open;
 } SET_KEYS[] = {
-    {"lr", 0, 1, 1},          {"beta", 0, 100, 0},     {"temperature", 0, 10, 1},
-    {"entropy_coef", 0, 10, 0}, {"eps_low", 0, 10, 0}, {"eps_high", 0, 10, 0},
+    {"lr", 0, 1, 1, 0},          {"beta", 0, 100, 0, 0},   {"temperature", 0, 10, 1, 0},
+    {"entropy_coef", 0, 1, 0, 0}, {"eps_low", 0, 1, 0, 1}, {"eps_high", 0, 10, 0, 0},
 };
 #define N_SET_KEYS (sizeof SET_KEYS / sizeof SET_KEYS[0])
 
@@ -233,7 +233,7 @@ static int parse_setting(const char *kv, char **key, double *value)
             continue;
         coh_err err;
         if (cli_parse_double(SET_KEYS[i].key, eq + 1, SET_KEYS[i].lo, SET_KEYS[i].hi,
-                             SET_KEYS[i].lo_open, 0, value, &err)) {
+                             SET_KEYS[i].lo_open, SET_KEYS[i].hi_open, value, &err)) {
             fprintf(stderr, "cohortctl: set %s\n", err.msg);
             return 2;
         }

@@ -1053,10 +1053,15 @@ int trainer_set_hparam(trainer *t, const char *key, double value, coh_err *err)
         c->loss.temperature = (float)value;
         c->sampling.temperature = (float)value;
     } else if (strcmp(key, "entropy_coef") == 0) {
+        if (!(value >= 0 && value <= 1))
+            return coh_fail(err, COH_ERANGE, "entropy_coef must be in [0, 1], got %g", value);
         c->loss.entropy_coef = (float)value;
     } else if (strcmp(key, "eps_low") == 0 || strcmp(key, "eps_high") == 0) {
-        if (!(value >= 0 && value <= 10))
-            return coh_fail(err, COH_ERANGE, "%s must be in [0, 10], got %g", key, value);
+        /* eps_low < 1: the clip range's lower end 1 - eps_low must stay above 0 (the loss
+         * refuses anything else, so a set it would refuse is refused here, up front) */
+        if (key[4] == 'l' ? !(value >= 0 && value < 1) : !(value >= 0 && value <= 10))
+            return coh_fail(err, COH_ERANGE, "%s must be in %s, got %g", key,
+                            key[4] == 'l' ? "[0, 1)" : "[0, 10]", value);
         if (key[4] == 'l')
             c->loss.eps_low = (float)value;
         else

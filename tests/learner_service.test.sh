@@ -119,6 +119,18 @@ try:
     raise AssertionError("a setting key with a NUL byte was accepted")
 except grpc.RpcError as e:
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "NUL" in e.details(), (e.code(), e.details())
+# a set the loss would refuse is refused up front, atomically: nothing of it applied (issue 12:
+# eps_low=5 and entropy_coef=1e300 were "applied", then every update failed)
+before = M.GetStatus(mpb.GetStatusRequest(), timeout=5).settings
+for bad_set in ([mpb.Setting(key="eps_high", value=0.3), mpb.Setting(key="eps_low", value=5)],
+                [mpb.Setting(key="entropy_coef", value=1e300)], [mpb.Setting(key="eps_low", value=1.0)]):
+    try:
+        M.SetHyperparameters(mpb.SetRequest(settings=bad_set), timeout=5)
+        raise AssertionError(f"accepted: {bad_set}")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (bad_set, e.code(), e.details())
+after = M.GetStatus(mpb.GetStatusRequest(), timeout=5).settings
+assert after.eps_high == before.eps_high and after.eps_low == before.eps_low and after.entropy_coef == before.entropy_coef, (before, after)
 assert code_of(raw, b"\x0a" + b"\xff" * (17 << 20), timeout=10) == grpc.StatusCode.RESOURCE_EXHAUSTED
 for name, req, want in bad:
     got = code_of(L.SubmitGroup, req, timeout=5)
