@@ -87,7 +87,8 @@ int fs_read_all(const char *path, char **buf, size_t *len, coh_err *err)
     if (!path || !buf || !len)
         return coh_fail(err, COH_EINVAL, "fs_read_all: NULL argument");
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
         return coh_fail(err, e == ENOENT ? COH_ENOTFOUND : COH_EIO, "cannot open '%s': %s",
@@ -103,9 +104,24 @@ int fs_read_all(const char *path, char **buf, size_t *len, coh_err *err)
         close(fd);
         return coh_fail(err, COH_EIO, "cannot read '%s': it is a directory", path);
     }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return coh_fail(err, COH_EIO,
+                        "cannot read '%s': it is not a regular file (%s); give a file, not a "
+                        "pipe or device",
+                        path,
+                        S_ISFIFO(st.st_mode)   ? "a FIFO"
+                        : S_ISCHR(st.st_mode)  ? "a character device"
+                        : S_ISBLK(st.st_mode)  ? "a block device"
+                        : S_ISSOCK(st.st_mode) ? "a socket"
+                                               : "not a file");
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
 
     /* Start from the reported size but read until EOF, so files whose size changes or is
-     * not reported (pipes, /proc) still read correctly. */
+     * not reported (/proc) still read correctly. */
     size_t cap = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096;
     size_t n = 0;
     char *p = malloc(cap);

@@ -6,8 +6,9 @@
 
 #include "err.h"
 
-/* Read a whole file into a malloc'd buffer (NUL-terminated for convenience; *len excludes
- * the NUL). *buf is NULL on failure. */
+/* Read a whole regular file into a malloc'd buffer (NUL-terminated for convenience; *len
+ * excludes the NUL). A directory, FIFO, device or socket is refused at once (COH_EIO naming
+ * what it is), never waited on. *buf is NULL on failure. */
 int fs_read_all(const char *path, char **buf, size_t *len, coh_err *err);
 /* Write atomically: path.tmp.<pid>, fsync, rename over path, fsync the directory.
  * A crash leaves either the old file or the new one, never a torn one. */

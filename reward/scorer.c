@@ -295,7 +295,7 @@ static int parse_config(scorer *s, const char *text, coh_err *err)
     }
     static const char *const k_root[] = {"correctness_weight", "format_weight", "length_penalty",
                                          "reward_model", "verifiers", "health_check_ms",
-                                         "default_timeout_ms", "tasks", NULL};
+                                         "default_timeout_ms", "tasks", "code", NULL};
     static const char *const k_lp[] = {"weight", "max_chars", "per_char", NULL};
     static const char *const k_rm[] = {"path", "weight", NULL};
     static const char *const k_tasks[] = {"addition", NULL};
@@ -303,7 +303,7 @@ static int parse_config(scorer *s, const char *text, coh_err *err)
     const cJSON *tk = cJSON_GetObjectItemCaseSensitive(root, "tasks");
     int rc = check_keys(root, "the top level", k_root,
                         "correctness_weight, format_weight, length_penalty, reward_model, "
-                        "verifiers, health_check_ms, default_timeout_ms, tasks",
+                        "verifiers, health_check_ms, default_timeout_ms, tasks, code",
                         err);
     if (!rc)
         rc = check_keys(cJSON_GetObjectItemCaseSensitive(root, "length_penalty"),

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -1094,6 +1095,28 @@ static void test_generation_config(void **state)
     model_destroy(m);
 }
 
+/* A FIFO (or device) given where a file is expected is refused at once, never waited on
+ * (issue 12: a FIFO as config.json blocked forever). The test would hang, not pass, if the
+ * read waited for a writer. */
+static void test_not_regular_file_refused(void **state)
+{
+    fixture *fx = *state;
+    char fifo[600];
+    snprintf(fifo, sizeof fifo, "%s/config-fifo", fx->dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    char *buf = NULL;
+    size_t len = 0;
+    coh_err err;
+    assert_int_equal(fs_read_all(fifo, &buf, &len, &err), COH_EIO);
+    assert_null(buf);
+    assert_non_null(strstr(err.msg, "not a regular file (a FIFO)"));
+    model_config c;
+    assert_int_not_equal(model_config_load(fifo, &c, &err), COH_OK);
+    assert_non_null(strstr(err.msg, "FIFO"));
+    assert_int_equal(fs_read_all("/dev/zero", &buf, &len, &err), COH_EIO);
+    assert_non_null(strstr(err.msg, "character device"));
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_dir, teardown_dir)
@@ -1117,6 +1140,7 @@ int main(void)
         T(test_config_families),
         T(test_family_checkpoint),
         T(test_generation_config),
+        T(test_not_regular_file_refused),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
