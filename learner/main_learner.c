@@ -1662,6 +1662,11 @@ static void on_server_done(rpc_server *srv, void *data)
     if (!uv_is_closing((uv_handle_t *)&L->sigint)) {
         uv_close((uv_handle_t *)&L->sigint, NULL);
         uv_close((uv_handle_t *)&L->sigterm, NULL);
+        /* closing the handles gives the signals back their default action; the checkpoint
+         * is written and the rest is teardown, so from here a late SIGINT / SIGTERM is
+         * ignored rather than allowed to kill the process mid-exit (SIGKILL still works) */
+        signal(SIGINT, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
     }
 }
 
@@ -1735,9 +1740,17 @@ static void finish_run(learner *L)
 static void on_signal(uv_signal_t *h, int signum)
 {
     learner *L = h->data;
+    /* The handlers stay installed until the servers have stopped (on_server_done closes
+     * them): a second signal (Ctrl-C, then the script's SIGTERM) must never fall through to
+     * the default action and kill the learner before its final checkpoint. */
+    if (L->stopping) {
+        fprintf(stderr, "cohort-learner: signal %d: already stopping (%s); SIGKILL stops at "
+                        "once, losing the steps since the last checkpoint\n",
+                signum, L->running ? "the running step finishes, then the checkpoint"
+                                   : "writing the checkpoint");
+        return;
+    }
     fprintf(stderr, "cohort-learner: signal %d, stopping\n", signum);
-    uv_close((uv_handle_t *)&L->sigint, NULL);
-    uv_close((uv_handle_t *)&L->sigterm, NULL);
     L->stopping = 1;
     shutdown_all(L); /* or, while a step runs, when it is done */
 }

@@ -189,10 +189,15 @@ if $BUILD/cohortctl --learner 127.0.0.1:1 status 2> down.err; then echo "FAIL: s
 grep -q "UNAVAILABLE" down.err || { echo "FAIL: unclear message: $(cat down.err)"; exit 1; }
 
 ctl_poll_stop --need-answer || exit 1
-kill -TERM "$LPID"
+# Ctrl-C then the script's SIGTERM at once (issue 12: the second signal used to find the
+# default action and kill the learner before its final checkpoint)
+kill -INT "$LPID"
+for _ in $(seq 400); do grep -q "signal 2, stopping" learner.out && break; sleep 0.005; done
+kill -TERM "$LPID" 2>/dev/null || true   # (gone already when its checkpoint was quick)
 for _ in $(seq 300); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$LPID" 2>/dev/null; then echo "FAIL: cohort-learner did not stop on SIGTERM" >&2; cat learner.out; exit 1; fi
-wait "$LPID" || { echo "FAIL: cohort-learner exited with an error"; cat learner.out; exit 1; }
+if kill -0 "$LPID" 2>/dev/null; then echo "FAIL: cohort-learner did not stop on SIGINT + SIGTERM" >&2; cat learner.out; exit 1; fi
+rc=0; wait "$LPID" || rc=$?
+[ $rc -eq 0 ] || { echo "FAIL: cohort-learner exited with status $rc after SIGINT + SIGTERM (a second signal must not cut the shutdown short)"; cat learner.out; exit 1; }
 LPID=""
 grep -q "checkpoint written" learner.out || { echo "FAIL: no checkpoint on SIGTERM"; cat learner.out; exit 1; }
 [ -s run/checkpoints/latest ] || { echo "FAIL: no latest checkpoint"; exit 1; }
