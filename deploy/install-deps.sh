@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config libopenblas-dev libcmocka-dev libcjson-dev zlib1g-dev
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler grpc-proto libuv1-dev
       python3 python3-numpy python3-grpcio python3-protobuf python3-grpc-tools openssl
-      python3-yaml gnuplot-nox libmicrohttpd-dev libpcre2-dev libutf8proc-dev)
+      python3-yaml gnuplot-nox libmicrohttpd-dev libpcre2-dev libutf8proc-dev clang)
 
 missing=()
 for p in "${PKGS[@]}"; do

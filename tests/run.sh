@@ -4,6 +4,7 @@
 # learning runs, label "slow", only in the optimised build), then builds the services under
 # ThreadSanitizer (build-tsan) and runs the tests labelled "service" there (any TSan report
 # fails the stage; tests/tsan.supp covers only the uninstrumented libraries), then the
+# libFuzzer harnesses (tests/fuzz/run.sh, clang: 100000 inputs each from seed 1), then the
 # docker-compose drill
 # and the Swarm drill (tests/compose_drill.sh, tests/swarm_drill.sh: whenever a Docker engine
 # answers; COHORT_SKIP_DOCKER=1 skips them).
@@ -48,6 +49,8 @@ fi
 rm -rf "$TSAN_LOGS"
 [ "$TSAN_RC" -eq 0 ] || exit 1
 echo "ThreadSanitizer stage: $((SECONDS - T0)) s"
+echo "== fuzz (libFuzzer harnesses of tests/fuzz, 100000 inputs each from seed 1) =="
+FUZZ_RUNS=100000 bash tests/fuzz/run.sh
 echo "== compose drill (Docker engine; skipped when none answers) =="
 bash tests/compose_drill.sh build
 echo "== swarm drill (the same compose file as a stack on a one-node swarm made for it) =="
