@@ -20,8 +20,9 @@ for b in cohort-learner cohortctl; do
   [ -x "$BUILD/$b" ] || { echo "FAIL: $BUILD/$b is not built"; exit 1; }
 done
 WORK="$(mktemp -d)"
-LPID=""; WPID=""
+LPID=""; WPID=""; PYPID=""
 cleanup() {
+  [ -n "$PYPID" ] && kill "$PYPID" 2>/dev/null || true
   [ -n "$LPID" ] && kill -9 "$LPID" 2>/dev/null || true
   [ -n "$WPID" ] && kill "$WPID" 2>/dev/null || true
   wait 2>/dev/null || true; rm -rf "$WORK"
@@ -34,26 +35,21 @@ printf '%s\n' '{"prompt": "12+34=", "task": "addition", "answer": "46"}' \
   '{"messages": [{"role": "user", "content": "5+5="}], "task": "addition", "answer": "10"}' > prompts.jsonl
 # the character policy has no newline in its vocabulary: a one-line template
 printf '%s' '{% for m in messages %}[{{ m.role }}] {{ m.content }} {% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}' > chat.jinja
-COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT" --out run \
-  --metrics-listen "127.0.0.1:$MPORT" --prompts-file prompts.jsonl --chat-template chat.jinja \
-  --sft-steps 400 --sft-batch 16 \
-  --rl-steps 3 --prompts 1 --group-size 2 --eval-every 0 --ckpt-every 0 > learner.out 2>&1 &
-LPID=$!
-# cohortctl watch from the first step, once the learner answers: it must end by itself, with
-# status 0, when the run does
-for _ in $(seq 100); do
-  "$BUILD/cohortctl" --learner "127.0.0.1:$PORT" status > /dev/null 2>&1 && break
-  sleep 0.1
-done
-"$BUILD/cohortctl" --learner "127.0.0.1:$PORT" watch --from 1 > watch.out 2> watch.err &
-WPID=$!
-
-"$PY" - "$ROOT" "$PORT" "$MPORT" "$WORK" <<'PY' || { echo "FAIL: learner output:"; tail -30 learner.out; exit 1; }
+# The client compiles its stubs first (seconds) and only then is the learner started, so the
+# warm start (a second or two since the kernels got faster) is seen while it runs.
+"$PY" - "$ROOT" "$PORT" "$MPORT" "$WORK" > client.out 2>&1 <<'PY' &
 import json, os, sys, time, urllib.request, urllib.error
 import grpc
 root, port, mport, work = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 sys.path.insert(0, os.path.join(root, "tests")); import cohort_stubs
 S = cohort_stubs.load(root, work)
+open(os.path.join(work, "stubs.ready"), "w").close()   # the learner starts only now
+# connect once the learner answers (a channel that fails its first connect backs off for a
+# second or more, longer than the warm start now takes)
+for _ in range(3000):
+    if os.path.exists(os.path.join(work, "learner.up")):
+        break
+    time.sleep(0.01)
 lpb, lrpc, mpb, mrpc = S.learner_pb2, S.learner_pb2_grpc, S.monitor_pb2, S.monitor_pb2_grpc
 hpb, hrpc = S.health_pb2, S.health_pb2_grpc
 ch = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -83,7 +79,7 @@ for _ in range(200):
         seen.append(st.step)
     if len(seen) >= 2 and seen[-1] > seen[0]:
         break
-    time.sleep(0.05)
+    time.sleep(0.01)
 assert len(seen) >= 2 and seen[-1] > seen[0], f"FAIL: no advancing sft phase in Status: {seen}"
 assert st.total_steps == 403 and st.settings.task == "file", st
 reg = L.RegisterActor(lpb.RegisterRequest(name="early", threads=1), timeout=2)
@@ -160,6 +156,26 @@ assert rl[0]["groups_dropped"] == 2 and all("groups_dropped_by_reason" in l for 
 assert [l["groups_seq"] for l in rl] == [[1, 1], [2, 2], [3, 3]], [l.get("groups_seq") for l in rl]
 print("metrics.jsonl: settings.task file, drops by reason and groups_seq per step")
 PY
+PYPID=$!
+for _ in $(seq 600); do [ -f stubs.ready ] || ! kill -0 "$PYPID" 2>/dev/null && break; sleep 0.05; done
+[ -f stubs.ready ] || { cat client.out; echo "FAIL: the Python client never got ready"; exit 1; }
+COHORT_KEEP_BLAS_KERNELS=1 "$BUILD/cohort-learner" --listen "127.0.0.1:$PORT" --out run \
+  --metrics-listen "127.0.0.1:$MPORT" --prompts-file prompts.jsonl --chat-template chat.jinja \
+  --sft-steps 400 --sft-batch 16 \
+  --rl-steps 3 --prompts 1 --group-size 2 --eval-every 0 --ckpt-every 0 > learner.out 2>&1 &
+LPID=$!
+# cohortctl watch from the first step, once the learner answers: it must end by itself, with
+# status 0, when the run does
+for _ in $(seq 1000); do
+  "$BUILD/cohortctl" --learner "127.0.0.1:$PORT" status > /dev/null 2>&1 && break
+  sleep 0.01
+done
+touch learner.up
+"$BUILD/cohortctl" --learner "127.0.0.1:$PORT" watch --from 1 > watch.out 2> watch.err &
+WPID=$!
+wait "$PYPID" || { PYPID=""; cat client.out; echo "FAIL: learner output:"; tail -30 learner.out; exit 1; }
+PYPID=""
+cat client.out
 for _ in $(seq 100); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$LPID" 2>/dev/null; then echo "FAIL: the learner did not stop after its last step"; exit 1; fi
 wait "$LPID"; LPID=""
